@@ -1,0 +1,4 @@
+# Minimal shim: all metadata lives in pyproject.toml ([project] and [tool.nbdev]).
+from setuptools import setup
+
+setup()
