@@ -7,13 +7,13 @@ Docs: https://ragan-nb.github.io/ragan_nb/gan_dataloader.html.md"""
 # %% auto #0
 __all__ = ['GANDataLoader', 'gan_dls']
 
-# %% ../nbs/05_gan_dataloader.ipynb #22979498
+# %% ../nbs/05_gan_dataloader.ipynb #aa619352
 import torch
 from torch import Tensor
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 
-# %% ../nbs/05_gan_dataloader.ipynb #285d61dd
+# %% ../nbs/05_gan_dataloader.ipynb #21c6cf97
 class GANDataLoader(DataLoader):
     "A fastai DataLoader yielding `(noise, real)` batches, built whole from an in-memory image tensor."
     def __init__(self,
@@ -46,18 +46,19 @@ class GANDataLoader(DataLoader):
             noise = torch.randn((len(idx),) + self.noise_size, generator=self.gen, dtype=real.dtype)
             yield noise, real
 
-# %% ../nbs/05_gan_dataloader.ipynb #cd2a1d77
+# %% ../nbs/05_gan_dataloader.ipynb #1d26d5c2
 def gan_dls(images:Tensor, # real images (N, C, H, W), uint8 in [0, 255] or float in [-1, 1]
             bs:int=64, # batch size
             noise_size:int|tuple=100, # shape of one noise vector
             seed:int|None=None, # seed for noise and order
             n_valid:int=0, # images held out for a validation loader (0: an empty one)
+            shuffle:bool=True, # reshuffle the training images every epoch
             device=None, # where batches go; default: CUDA when available, else CPU
             **kwargs) -> DataLoaders:
     "fastai DataLoaders of `(noise, real)` batches for GAN training."
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     trn, val = (images[:len(images)-n_valid], images[len(images)-n_valid:]) if n_valid else (images, images[:0])
-    return DataLoaders(GANDataLoader(trn, bs=bs, noise_size=noise_size, seed=seed, **kwargs),
+    return DataLoaders(GANDataLoader(trn, bs=bs, noise_size=noise_size, seed=seed, shuffle=shuffle, **kwargs),
                        GANDataLoader(val, bs=bs, noise_size=noise_size, shuffle=False, drop_last=False,
                                      seed=None if seed is None else seed + 1, **kwargs),
                        device=device)
