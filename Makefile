@@ -1,5 +1,8 @@
 # One entry point for a fresh machine: `make test` builds .venv (or reuses it) and runs every test.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# pip's notes about this machine's local package folders are noise here
+QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,9 +14,9 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade pip $(QUIET)
+	$(BIN)/python -m pip install -q $(TORCH) $(QUIET)
+	$(BIN)/python -m pip install -q -e '.[dev]' $(QUIET)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,7 @@ Docs: https://ragan-nb.github.io/ragan_nb/callbacks.html.md"""
 __all__ = ['RelativisticGANLoss', 'RelativisticGANCallback', 'FrozenGradsCallback', 'GenFirstCallback', 'GradientPenaltyCallback',
            'GANLossRecorder', 'gan_splitter', 'ragan_learner']
 
-# %% ../nbs/06_callbacks.ipynb #82bec6bd
+# %% ../nbs/06_callbacks.ipynb #ec6eb354
 from functools import partial
 import torch
 from torch import nn, Tensor
@@ -22,7 +22,7 @@ from fastai.vision.gan import GANLearner, GANLoss, GANTrainer, FixedGANSwitcher
 from .losses import gan_losses, GANLossFunc
 from .penalty import gradient_penalty
 
-# %% ../nbs/06_callbacks.ipynb #425beae0
+# %% ../nbs/06_callbacks.ipynb #ec4ed119
 class RelativisticGANLoss(GANLoss):
     "fastai's `GANLoss` for `ragan_nb` losses: raw critic outputs, C(x_r) in generator steps, fakes kept for the penalty."
     def __init__(self,
@@ -47,7 +47,7 @@ class RelativisticGANLoss(GANLoss):
         self.crit_loss = self.crit_loss_func(real_pred, fake_pred)
         return self.crit_loss
 
-# %% ../nbs/06_callbacks.ipynb #c7530072
+# %% ../nbs/06_callbacks.ipynb #7ea73491
 class RelativisticGANCallback(Callback):
     "Replace a GANLearner's loss by the `ragan_nb` loss called `loss` (see `LOSSES`)."
     run_before = GANTrainer
@@ -62,7 +62,7 @@ class RelativisticGANCallback(Callback):
         if not (isinstance(lf, RelativisticGANLoss) and lf.crit_loss_func is self.crit_loss):
             self.learn.loss_func = RelativisticGANLoss(self.crit_loss, self.gen_loss, self.learn.model)
 
-# %% ../nbs/06_callbacks.ipynb #6738154d
+# %% ../nbs/06_callbacks.ipynb #c02823c7
 class FrozenGradsCallback(Callback):
     "Before each optimiser step, clear the gradients of the network that is not being trained."
     def before_step(self):
@@ -70,7 +70,7 @@ class FrozenGradsCallback(Callback):
         frozen = trainer.critic if trainer.gen_mode else trainer.generator
         for p in frozen.parameters(): p.grad = None
 
-# %% ../nbs/06_callbacks.ipynb #c53e0c0c
+# %% ../nbs/06_callbacks.ipynb #ef99c672
 class GenFirstCallback(Callback):
     "Start every training epoch in generator mode if `gen_first`, else in critic mode."
     run_after = FixedGANSwitcher
@@ -78,7 +78,7 @@ class GenFirstCallback(Callback):
     def before_train(self):
         if self.learn.gan_trainer.gen_mode != self.gen_first: self.learn.gan_trainer.switch(gen_mode=self.gen_first)
 
-# %% ../nbs/06_callbacks.ipynb #754747a9
+# %% ../nbs/06_callbacks.ipynb #e19ea7a4
 class GradientPenaltyCallback(Callback):
     "Add lam * mean((|grad C(x_hat)| - 1)^2) to the critic's loss in every training critic step."
     def __init__(self,
@@ -98,7 +98,7 @@ class GradientPenaltyCallback(Callback):
         self.learn.penalty = gradient_penalty(self.learn.model.critic, real, fake, self.lam, u=u)
         self.learn.loss_grad = self.learn.loss_grad + self.learn.penalty
 
-# %% ../nbs/06_callbacks.ipynb #ab097e3e
+# %% ../nbs/06_callbacks.ipynb #7683ce10
 class GANLossRecorder(Callback):
     "Record critic and generator losses separately, per step and as per-epoch means."
     run_after = GANTrainer
@@ -125,7 +125,7 @@ class GANLossRecorder(Callback):
         "`g_loss` and `c_loss` metrics for the progress table."
         return [ValueMetric(lambda: self.g_mean, 'g_loss'), ValueMetric(lambda: self.c_mean, 'c_loss')]
 
-# %% ../nbs/06_callbacks.ipynb #becc8b83
+# %% ../nbs/06_callbacks.ipynb #e8304332
 def gan_splitter(model:nn.Module) -> list:
     "Two parameter groups: the generator's, then the critic's."
     return [params(model.generator), params(model.critic)]
