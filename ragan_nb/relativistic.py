@@ -8,14 +8,14 @@ Docs: https://ragan-nb.github.io/ragan_nb/relativistic_losses.html.md"""
 __all__ = ['RELATIVISTIC_F', 'f_sgan', 'f_lsgan', 'f_hinge', 'get_f', 'rsgan_critic_loss', 'rsgan_generator_loss',
            'rp_critic_loss', 'rp_generator_loss', 'relativistic_average_d', 'ra_critic_loss', 'ra_generator_loss']
 
-# %% ../nbs/01_relativistic_losses.ipynb #de66b272
+# %% ../nbs/01_relativistic_losses.ipynb #076748cb
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from typing import Callable
 from .standard import as_scores
 
-# %% ../nbs/01_relativistic_losses.ipynb #3dc9cce2
+# %% ../nbs/01_relativistic_losses.ipynb #f1d5b31d
 def f_sgan(y:Tensor) -> Tensor:
     "Standard (log-loss) f: -log sigmoid(y), computed as softplus(-y)."
     return F.softplus(-y)
@@ -37,7 +37,7 @@ def get_f(f:str|Callable) -> Callable:
         raise ValueError(f"Unknown f {f!r}: choose one of {list(RELATIVISTIC_F)} or pass a callable")
     return RELATIVISTIC_F[f]
 
-# %% ../nbs/01_relativistic_losses.ipynb #ac01c9ae
+# %% ../nbs/01_relativistic_losses.ipynb #1dee6284
 def _pair(real_pred:Tensor, fake_pred:Tensor) -> tuple[Tensor, Tensor]:
     "Flatten both critic outputs and check that they can be paired element by element."
     cr, cf = as_scores(real_pred, 'real_pred'), as_scores(fake_pred, 'fake_pred')
@@ -60,7 +60,7 @@ def rsgan_generator_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real 
     cr, cf = _pair(real_pred, fake_pred)
     return f_sgan(cf - cr).mean()
 
-# %% ../nbs/01_relativistic_losses.ipynb #6696dbcb
+# %% ../nbs/01_relativistic_losses.ipynb #1db93743
 def rp_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                    fake_pred:Tensor, # C(x_f), raw critic outputs of fake images (same batch size)
                    f:str|Callable='S', # 'S', 'LS', 'Hinge' or a callable f(y)
@@ -77,7 +77,7 @@ def rp_generator_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real ima
     cr, cf = _pair(real_pred, fake_pred)
     return get_f(f)(cf - cr).mean()
 
-# %% ../nbs/01_relativistic_losses.ipynb #8f56f321
+# %% ../nbs/01_relativistic_losses.ipynb #395fd708
 def relativistic_average_d(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                            fake_pred:Tensor, # C(x_f), raw critic outputs of fake images
                           ) -> tuple[Tensor, Tensor]:
@@ -85,7 +85,7 @@ def relativistic_average_d(real_pred:Tensor, # C(x_r), raw critic outputs of rea
     cr, cf = as_scores(real_pred, 'real_pred'), as_scores(fake_pred, 'fake_pred')
     return torch.sigmoid(cr - cf.mean()), torch.sigmoid(cf - cr.mean())
 
-# %% ../nbs/01_relativistic_losses.ipynb #486eff25
+# %% ../nbs/01_relativistic_losses.ipynb #02cba477
 def ra_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                    fake_pred:Tensor, # C(x_f), raw critic outputs of fake images
                    f:str|Callable='S', # 'S' (RaSGAN), 'LS' (RaLSGAN), 'Hinge' (RaHingeGAN) or a callable f(y)

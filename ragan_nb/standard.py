@@ -9,12 +9,12 @@ __all__ = ['as_scores', 'sgan_critic_loss', 'sgan_generator_loss', 'sgan_saturat
            'lsgan_generator_loss', 'hinge_critic_loss', 'hinge_generator_loss', 'wgan_critic_loss',
            'wgan_generator_loss']
 
-# %% ../nbs/00_standard_losses.ipynb #facc8e88
+# %% ../nbs/00_standard_losses.ipynb #9fd8412c
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# %% ../nbs/00_standard_losses.ipynb #1cae317b
+# %% ../nbs/00_standard_losses.ipynb #5e4c8b17
 def as_scores(pred:Tensor, # raw critic output, shape (B,) or (B, 1)
               name:str='critic output' # what to call it in the error message
              ) -> Tensor: # the same values as a (B,) vector
@@ -26,7 +26,7 @@ def as_scores(pred:Tensor, # raw critic output, shape (B,) or (B, 1)
                          f"got shape {tuple(pred.shape)}. A scalar GAN loss needs one number per image.")
     return pred
 
-# %% ../nbs/00_standard_losses.ipynb #1bb6d9f4
+# %% ../nbs/00_standard_losses.ipynb #dd7d0351
 def sgan_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                      fake_pred:Tensor, # C(x_f), raw critic outputs of fake images
                     ) -> Tensor:
@@ -34,7 +34,7 @@ def sgan_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real imag
     cr, cf = as_scores(real_pred, 'real_pred'), as_scores(fake_pred, 'fake_pred')
     return F.softplus(-cr).mean() + F.softplus(cf).mean()
 
-# %% ../nbs/00_standard_losses.ipynb #6795260c
+# %% ../nbs/00_standard_losses.ipynb #d50d0db1
 def sgan_generator_loss(real_pred:Tensor|None, # C(x_r); unused by this non-relativistic loss
                         fake_pred:Tensor, # C(G(z)), raw critic outputs of fake images
                        ) -> Tensor:
@@ -47,7 +47,7 @@ def sgan_saturating_generator_loss(real_pred:Tensor|None, # C(x_r); unused by th
     "Saturating (minimax) SGAN generator loss: mean log(1 - sigmoid(C(G(z))))."
     return -F.softplus(as_scores(fake_pred, 'fake_pred')).mean()
 
-# %% ../nbs/00_standard_losses.ipynb #1d1ed63f
+# %% ../nbs/00_standard_losses.ipynb #4eec3f23
 def lsgan_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                       fake_pred:Tensor, # C(x_f), raw critic outputs of fake images
                      ) -> Tensor:
@@ -61,7 +61,7 @@ def lsgan_generator_loss(real_pred:Tensor|None, # C(x_r); unused by this non-rel
     "LSGAN generator loss with target 1."
     return ((as_scores(fake_pred, 'fake_pred') - 1)**2).mean()
 
-# %% ../nbs/00_standard_losses.ipynb #03d0cc80
+# %% ../nbs/00_standard_losses.ipynb #a0493fa1
 def hinge_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                       fake_pred:Tensor, # C(x_f), raw critic outputs of fake images
                      ) -> Tensor:
@@ -75,7 +75,7 @@ def hinge_generator_loss(real_pred:Tensor|None, # C(x_r); unused by this non-rel
     "Hinge generator loss: -mean C(G(z))."
     return -as_scores(fake_pred, 'fake_pred').mean()
 
-# %% ../nbs/00_standard_losses.ipynb #d6433ebb
+# %% ../nbs/00_standard_losses.ipynb #9f967450
 def wgan_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
                      fake_pred:Tensor, # C(x_f), raw critic outputs of fake images
                     ) -> Tensor:
