@@ -1,0 +1,163 @@
+"""End-to-end tests of the `ragan-train` command, run as a user runs it: in its own process."""
+import hashlib, os, pickle, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent/'shared'/'data'/'mnist'
+EXE = Path(sys.executable).parent/'ragan-train'
+FMNIST = Path('/usr/share/datasets/fashion-mnist')
+
+def run(*args, env=None, cwd=None, timeout=300):
+    "Run ragan-train with `args`; return the CompletedProcess (text)."
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout)
+
+def tiny(out, *extra):
+    "Arguments of a quick MNIST run (64 official test-set digits, batch 32)."
+    return ['--dataset', 'mnist', '--data', MNIST, '--n-images', 64, '--bs', 32, '--device', 'cpu', '--quiet', '--out', out, *extra]
+
+def snapshot(d):
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(d).rglob('*')) if p.is_file()}
+
+def params(fn):
+    return torch.load(fn, map_location='cpu', weights_only=False)
+
+def assert_same_state(a, b):
+    ca, cb = params(a), params(b)
+    assert ca['epoch'] == cb['epoch']
+    for k, v in ca['model'].items(): assert torch.equal(v, cb['model'][k]), k
+    for sa, sb in zip(ca['opt']['state'], cb['opt']['state']):
+        for k in sa:
+            if isinstance(sa[k], torch.Tensor): assert torch.equal(sa[k], sb[k]), k
+
+def test_data_present():
+    "The data the tests rely on: the official MNIST test set beside the project, Debian's Fashion-MNIST package."
+    assert (MNIST/'t10k-images-idx3-ubyte.gz').is_file(), MNIST
+    assert (FMNIST/'train-images-idx3-ubyte.gz').is_file(), "apt-get install dataset-fashion-mnist (make data)"
+
+@pytest.fixture(scope='module')
+def good_run(tmp_path_factory):
+    "A finished 1-epoch run whose files must survive every bad command."
+    out = tmp_path_factory.mktemp('good')
+    r = run(*tiny(out, '--epochs', 1))
+    assert r.returncode == 0, r.stderr
+    d = out/'mnist_RaLSGAN'
+    assert {'epoch_001.png', 'loss.png', 'history.csv', 'config.json'} <= {p.name for p in d.iterdir()}
+    assert (d/'checkpoints'/'epoch_001.pth').is_file()
+    assert 'samples: ' in r.stdout and str(d) in r.stdout
+    return out
+
+BAD = {
+    'dataset':   (['--dataset', 'svhn'], "invalid choice: 'svhn'"),
+    'loss':      (['--loss', 'RaFooGAN'], "unknown loss 'RaFooGAN'"),
+    'arch':      (['--arch', 'resnet'], "unknown architecture 'resnet'"),
+    'size-sngan':(['--arch', 'sngan', '--size', '28'], 'takes 32-px images only'),
+    'size-dcgan':(['--size', '30'], 'takes images of side 4·2^k or 7·2^k'),
+    'epochs':    (['--epochs', '0'], 'epochs must be a positive integer'),
+    'bs':        (['--bs', '-4'], 'bs must be a positive integer'),
+    'lr':        (['--lr', '0'], 'lr must be a positive number'),
+    'lr-neg':    (['--lr=-1e-4'], 'lr must be a positive number'),
+}
+
+@pytest.mark.parametrize('case', list(BAD))
+def test_bad_input(good_run, case):
+    args, msg = BAD[case]
+    before = snapshot(good_run)
+    r = run(*tiny(good_run), *args)   # argparse keeps the last value of a repeated flag
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert msg in r.stderr, r.stderr
+    assert 'Traceback' not in r.stderr + r.stdout
+    assert len(r.stderr.strip().splitlines()) <= 6 and r.stderr.count('error') == 1, r.stderr  # usage + one error line
+    assert snapshot(good_run) == before
+
+def test_unwritable_out(good_run, tmp_path):
+    blocker = tmp_path/'a-file'; blocker.write_text('not a folder')
+    for out in [blocker/'sub', '/proc/ragan-out']:
+        r = run(*tiny(out, '--epochs', 1))
+        assert r.returncode == 2 and 'cannot write to' in r.stderr, r.stderr
+        assert 'Traceback' not in r.stderr
+    assert blocker.read_text() == 'not a folder'
+
+def test_nonfinite_loss_keeps_last_checkpoint(good_run):
+    "lr 1e30 blows the critic up: the run stops with exit 3, names the last good checkpoint and leaves it as it was."
+    d = good_run/'mnist_RaLSGAN'
+    before = snapshot(good_run)
+    r = run(*tiny(good_run, '--resume', '--epochs', 3, '--lr', 1e30))
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert 'became nan' in r.stderr or 'became inf' in r.stderr, r.stderr
+    assert f"last good checkpoint is {d/'checkpoints'/'epoch_001.pth'}" in r.stderr
+    assert 'Traceback' not in r.stderr
+    assert snapshot(good_run) == before
+
+def test_resume_after_stop_equals_uninterrupted(tmp_path):
+    "2 epochs, then --resume to 4, with a gradient penalty and 2 critic steps: same parameters and Adam state as 4 at once."
+    args = ['--loss', 'WGAN-GP', '--n-crit', 2, '--seed', 3, '--n-images', 128]
+    assert run(*tiny(tmp_path/'a', *args, '--epochs', 4)).returncode == 0
+    assert run(*tiny(tmp_path/'b', *args, '--epochs', 2)).returncode == 0
+    r = run(*tiny(tmp_path/'b', *args, '--epochs', 4, '--resume'))
+    assert r.returncode == 0, r.stderr
+    d = 'mnist_WGAN-GP/checkpoints/epoch_004.pth'
+    assert_same_state(tmp_path/'a'/d, tmp_path/'b'/d)
+    # the history of the resumed run is the uninterrupted one
+    assert (tmp_path/'a'/'mnist_WGAN-GP'/'history.csv').read_text() == (tmp_path/'b'/'mnist_WGAN-GP'/'history.csv').read_text()
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    "SIGKILL the process once an epoch's checkpoint exists, resume: same parameters as an uninterrupted run."
+    args = ['--n-images', 512, '--seed', 5, '--epochs', 4]
+    assert run(*tiny(tmp_path/'a', *args)).returncode == 0
+    ckdir = tmp_path/'b'/'mnist_RaLSGAN'/'checkpoints'
+    e = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    p = subprocess.Popen([str(EXE), *map(str, tiny(tmp_path/'b', *args))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
+    t0 = time.time()
+    while not (ckdir/'epoch_001.pth').exists():
+        assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL
+    done = sorted(x.name for x in ckdir.glob('epoch_*.pth'))
+    assert done and done[-1] != 'epoch_004.pth', done    # it really was interrupted
+    r = run(*tiny(tmp_path/'b', *args, '--resume'))
+    assert r.returncode == 0, r.stderr
+    assert_same_state(tmp_path/'a'/'mnist_RaLSGAN'/'checkpoints'/'epoch_004.pth', ckdir/'epoch_004.pth')
+
+# ---- each data source, through the command ----
+
+def test_source_env_var(tmp_path):
+    r = run('--dataset', 'mnist', '--n-images', 64, '--bs', 32, '--epochs', 1, '--out', tmp_path, '--device', 'cpu',
+            env={'RAGAN_MNIST': str(MNIST), 'RAGAN_DATA': str(tmp_path/'cache')})
+    assert r.returncode == 0, r.stderr
+    assert f'from RAGAN_MNIST: {MNIST}' in r.stdout
+
+def test_source_debian_fashion_mnist(tmp_path):
+    r = run('--n-images', 64, '--bs', 32, '--epochs', 1, '--out', tmp_path, '--device', 'cpu',
+            env={'RAGAN_DATA': str(tmp_path/'cache')})           # default dataset: fashion_mnist
+    assert r.returncode == 0, r.stderr
+    assert 'fashion_mnist: 60000 images from local copy in /usr/share/datasets/fashion-mnist' in r.stdout
+    assert (tmp_path/'fashion_mnist_RaLSGAN'/'epoch_001.png').is_file()
+
+def _write_cifar(folder, n=32):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        data = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
+        with open(folder/name, 'wb') as f: pickle.dump({b'data': data, b'labels': [0]*n}, f)
+
+def test_source_cifar_local_copy(tmp_path):
+    "CIFAR-10 python batches in the cache folder (where a download would have put them) are found and used."
+    _write_cifar(tmp_path/'cache'/'cifar10'/'cifar-10-batches-py')
+    r = run('--dataset', 'cifar10', '--bs', 32, '--epochs', 1, '--out', tmp_path/'out', '--device', 'cpu',
+            '--arch', 'sngan', env={'RAGAN_DATA': str(tmp_path/'cache')})
+    assert r.returncode == 0, r.stderr
+    assert 'cifar10: 160 images from local copy in' in r.stdout
+
+def test_source_offline_nothing_found(tmp_path):
+    "No copy anywhere and no network: exit 2 with one message saying where to put the files."
+    r = run('--dataset', 'cifar10', '--epochs', 1, '--out', tmp_path/'out', '--device', 'cpu',
+            env={'RAGAN_DATA': str(tmp_path/'cache'), 'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9',
+                 'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9'})
+    assert r.returncode == 2, r.stderr
+    assert 'could not find the cifar10 dataset' in r.stderr and 'set RAGAN_CIFAR10=<folder>' in r.stderr
+    assert 'Traceback' not in r.stderr
