@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # torch is not pinned in the package metadata (users bring their own); this is the build we test with.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test nbtest pytest export clean check-sync
+.PHONY: install data demo readme test nbtest pytest export clean check-sync
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,20 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+## data: Fashion-MNIST from Debian's package (root + apt); without it ragan-train downloads through torchvision
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+data:
+	@if [ -f $(FMNIST) ]; then echo "Fashion-MNIST: $(dir $(FMNIST))"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null && echo "installed dataset-fashion-mnist"; \
+	else echo "dataset-fashion-mnist is not installed (needs root and apt-get); ragan-train will try a download"; fi
+
+## demo: the main job on a fresh machine: 1 epoch of RaLSGAN on Fashion-MNIST on the CPU, grids in result/
+demo: $(STAMP) data
+	$(BIN)/ragan-train --dataset fashion_mnist --loss RaLSGAN --epochs 1 --device cpu --out result
+
 ## test: every notebook (nbdev-test) and tests/ (pytest)
-test: nbtest pytest
+test: data nbtest pytest
 
 nbtest: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev-test --timing --do-print
@@ -35,6 +47,10 @@ export: $(STAMP)
 
 clean: $(STAMP)
 	$(BIN)/nbdev-clean
+
+## readme: README.md from nbs/index.ipynb (nbdev's readme command needs Quarto)
+readme: $(STAMP)
+	$(BIN)/python tools/make_readme.py
 
 ## check-sync: fail if nbdev-export or nbdev-clean would change a committed file
 check-sync: $(STAMP)
