@@ -9,7 +9,7 @@ __all__ = ['REALNESS', 'TOYS', 'DEFAULTS', 'NOISE_SIZE', 'TOY_N', 'RESUMABLE', '
            'set_rng_state', 'sample', 'save_grid', 'save_scatter', 'save_loss_plot', 'RunOutputs', 'NonFiniteLossGuard',
            'save_checkpoint', 'last_checkpoint', 'load_checkpoint', 'run_dir_of', 'train', 'ragan_train']
 
-# %% ../nbs/10_train.ipynb #9e177b3d
+# %% ../nbs/10_train.ipynb #8db79eb7
 import copy, csv, json, os, resource, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
@@ -28,7 +28,7 @@ from .data import DATASETS, image_dls, DatasetNotFoundError
 from .models import ARCHS, gan_models, dcgan_plan
 from .callbacks import ragan_learner, GradientPenaltyCallback
 
-# %% ../nbs/10_train.ipynb #8f73fab9
+# %% ../nbs/10_train.ipynb #3b37a882
 REALNESS = 'realness'
 TOYS = ('ring8', 'grid25', 'grid9')  # the 2D datasets of `ragan_nb.toys` (imported when used)
 DEFAULTS = dict(dataset='fashion_mnist', loss='RaLSGAN', epochs=1, bs=64, lr=2e-4, betas=(0.5, 0.999), n_crit=1,
@@ -75,7 +75,7 @@ def check_config(**kwargs) -> dict:
         if cfg['arch'] == 'dcgan': dcgan_plan(cfg['size'])   # raises with the sizes it can take
     return cfg
 
-# %% ../nbs/10_train.ipynb #65cc802e
+# %% ../nbs/10_train.ipynb #6fb2fe41
 def _noise_shape(cfg): return (2,) if cfg['dataset'] in TOYS else (NOISE_SIZE, 1, 1)
 
 def make_learner(cfg:dict, # a configuration from `check_config`
@@ -106,7 +106,7 @@ def make_learner(cfg:dict, # a configuration from `check_config`
     learn.ragan_cfg = cfg
     return learn
 
-# %% ../nbs/10_train.ipynb #40753aba
+# %% ../nbs/10_train.ipynb #9b34cfd9
 def _generators(learn) -> dict:
     "Every `torch.Generator` the run draws from, by a stable name."
     gens = {'data': learn.dls.train.gen}
@@ -134,7 +134,7 @@ def set_rng_state(learn, st:dict):
     torch.set_rng_state(st['torch'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-# %% ../nbs/10_train.ipynb #ae2e3b02
+# %% ../nbs/10_train.ipynb #07a51035
 def _atomic(fn:Path, write):
     "Write through a temporary file and rename it, so a killed run never leaves half a file."
     tmp = fn.with_name(fn.name + '.tmp')
@@ -179,7 +179,7 @@ def save_loss_plot(history:list, fn:Path, title:str=''):
     plt.xlabel('epoch'); plt.ylabel('loss'); plt.legend(); plt.title(title)
     _atomic(fn, lambda t: fig.savefig(t, format='png', bbox_inches='tight', dpi=100)); plt.close(fig)
 
-# %% ../nbs/10_train.ipynb #09f90b67
+# %% ../nbs/10_train.ipynb #eba46037
 class RunOutputs(Callback):
     "After every epoch: sample grid (or scatter), loss plot, history.csv and a checkpoint in `run_dir`."
     order = 90
@@ -189,9 +189,8 @@ class RunOutputs(Callback):
                  epoch0:int=0, # epochs done before this fit (resume)
                  history:list|None=None, # per-iteration rows of earlier epochs
                  keep:int=3, # checkpoints kept (the newest)
-                 quiet:bool=False, # no per-epoch lines
                 ):
-        store_attr = dict(run_dir=Path(run_dir), z=z, epoch0=epoch0, history=list(history or []), keep=keep, quiet=quiet)
+        store_attr = dict(run_dir=Path(run_dir), z=z, epoch0=epoch0, history=list(history or []), keep=keep)
         for k, v in store_attr.items(): setattr(self, k, v)
         self.epoch_times = []
     def before_fit(self): self._n = 0
@@ -225,12 +224,11 @@ class RunOutputs(Callback):
         save_checkpoint(learn, d/'checkpoints'/f'epoch_{e:03d}.pth', e, self.history)
         for old in sorted((d/'checkpoints').glob('epoch_*.pth'))[:-self.keep]: old.unlink()
         dt = time.perf_counter() - self._t; self.epoch_times.append(dt)
-        if not self.quiet:
-            g = np.mean([r['loss'] for r in self.history if r['epoch'] == e and r['kind'] == 'generator'] or [np.nan])
-            c = np.mean([r['loss'] for r in self.history if r['epoch'] == e and r['kind'] == 'critic'] or [np.nan])
-            print(f"epoch {e}/{self.epoch0 + self.n_epoch}: G loss {g:.4f}, C loss {c:.4f}, {dt:.1f} s -> {d/f'epoch_{e:03d}.png'}", flush=True)
+        g = np.mean([r['loss'] for r in self.history if r['epoch'] == e and r['kind'] == 'generator'] or [np.nan])
+        c = np.mean([r['loss'] for r in self.history if r['epoch'] == e and r['kind'] == 'critic'] or [np.nan])
+        print(f"epoch {e}/{self.epoch0 + self.n_epoch}: G loss {g:.4f}, C loss {c:.4f}, {dt:.1f} s -> {d/f'epoch_{e:03d}.png'}", flush=True)
 
-# %% ../nbs/10_train.ipynb #8f90916f
+# %% ../nbs/10_train.ipynb #e00b7fe8
 class NonFiniteLossGuard(Callback):
     "Stop training (CancelFitException) as soon as the loss to back-propagate is NaN or infinite."
     run_after = GradientPenaltyCallback
@@ -243,7 +241,7 @@ class NonFiniteLossGuard(Callback):
                                         kind='generator' if self.learn.gan_trainer.gen_mode else 'critic')
             raise CancelFitException()
 
-# %% ../nbs/10_train.ipynb #a338dc24
+# %% ../nbs/10_train.ipynb #34b98f75
 def save_checkpoint(learn, fn:Path, epoch:int, history:list):
     "Save model, optimiser state, random state, epoch and history to `fn` (atomically)."
     fn.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +263,7 @@ def load_checkpoint(learn, fn:Path) -> dict:
     set_rng_state(learn, ck['rng'])
     return ck
 
-# %% ../nbs/10_train.ipynb #f1803ca4
+# %% ../nbs/10_train.ipynb #b3e89e38
 RESUMABLE = ('epochs', 'lr', 'betas', 'n_crit', 'gp', 'device')  # what a resumed run may change
 
 def run_dir_of(out, dataset, loss) -> Path: return Path(out)/f'{dataset}_{loss}'
@@ -278,7 +276,7 @@ def _writable(d:Path):
 
 def train(out:str|Path='result', # folder for the run folders
           resume:bool=False, # continue from the last checkpoint in `<out>/<dataset>_<loss>`
-          quiet:bool=False, # no progress bar or per-epoch lines
+          quiet:bool=False, # no progress bar and no fastai table (the per-epoch lines stay)
           keep:int=3, # checkpoints to keep
           **kwargs # training arguments, see `DEFAULTS` and `check_config`
          ):
@@ -307,7 +305,7 @@ def train(out:str|Path='result', # folder for the run folders
     zgen = torch.Generator().manual_seed(cfg['seed'] + 12345)
     n = 1000 if cfg['dataset'] in TOYS else 100
     z = torch.randn((n,) + _noise_shape(cfg), generator=zgen)
-    outs = RunOutputs(d, z, epoch0=epoch0, history=history, keep=keep, quiet=quiet)
+    outs = RunOutputs(d, z, epoch0=epoch0, history=history, keep=keep)
     learn.add_cbs([outs, NonFiniteLossGuard()])
     learn.run_dir, learn.epoch0 = d, epoch0
     if epoch0 >= cfg['epochs']:
@@ -319,7 +317,7 @@ def train(out:str|Path='result', # folder for the run folders
     learn.epoch_times = outs.epoch_times
     return learn
 
-# %% ../nbs/10_train.ipynb #7cce4077
+# %% ../nbs/10_train.ipynb #5d800d75
 def _peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == 'darwin' else r / 2**10
@@ -347,7 +345,7 @@ def ragan_train(
     device:str=None, # cpu or cuda (default: cuda when available)
     out:str='result', # where run folders go: <out>/<dataset>_<loss>/
     resume:bool=False, # continue from the last checkpoint
-    quiet:bool=False, # no progress bar
+    quiet:bool=False, # no progress bar (one line per epoch instead)
 ):
     "Train a (relativistic) GAN; write epoch_NNN.png, loss.png, history.csv, config.json and checkpoints."
     import matplotlib; matplotlib.use('Agg')
