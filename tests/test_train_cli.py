@@ -92,17 +92,18 @@ def test_nonfinite_loss_keeps_last_checkpoint(good_run):
     assert 'Traceback' not in r.stderr
     assert snapshot(good_run) == before
 
-def test_resume_after_stop_equals_uninterrupted(tmp_path):
-    "2 epochs, then --resume to 4, with a gradient penalty and 2 critic steps: same parameters and Adam state as 4 at once."
-    args = ['--loss', 'WGAN-GP', '--n-crit', 2, '--seed', 3, '--n-images', 128]
+@pytest.mark.parametrize('loss', ['WGAN-GP', 'realness'])
+def test_resume_after_stop_equals_uninterrupted(tmp_path, loss):
+    "2 epochs, then --resume to 4: same parameters and Adam state as 4 at once (penalty / anchor generators restored)."
+    args = ['--loss', loss, '--n-crit', 2, '--seed', 3, '--n-images', 128]
     assert run(*tiny(tmp_path/'a', *args, '--epochs', 4)).returncode == 0
     assert run(*tiny(tmp_path/'b', *args, '--epochs', 2)).returncode == 0
     r = run(*tiny(tmp_path/'b', *args, '--epochs', 4, '--resume'))
     assert r.returncode == 0, r.stderr
-    d = 'mnist_WGAN-GP/checkpoints/epoch_004.pth'
+    d = f'mnist_{loss}/checkpoints/epoch_004.pth'
     assert_same_state(tmp_path/'a'/d, tmp_path/'b'/d)
     # the history of the resumed run is the uninterrupted one
-    assert (tmp_path/'a'/'mnist_WGAN-GP'/'history.csv').read_text() == (tmp_path/'b'/'mnist_WGAN-GP'/'history.csv').read_text()
+    assert (tmp_path/'a'/f'mnist_{loss}'/'history.csv').read_text() == (tmp_path/'b'/f'mnist_{loss}'/'history.csv').read_text()
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path):
     "SIGKILL the process once an epoch's checkpoint exists, resume: same parameters as an uninterrupted run."
@@ -161,3 +162,15 @@ def test_source_offline_nothing_found(tmp_path):
     assert r.returncode == 2, r.stderr
     assert 'could not find the cifar10 dataset' in r.stderr and 'set RAGAN_CIFAR10=<folder>' in r.stderr
     assert 'Traceback' not in r.stderr
+
+def test_toy_dataset_writes_scatter_plots(tmp_path):
+    r = run('--dataset', 'grid25', '--n-images', 1024, '--bs', 128, '--epochs', 1, '--out', tmp_path, '--device', 'cpu', '--quiet')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/'grid25_RaLSGAN'/'epoch_001.png').is_file()
+    assert 'epoch 1/1' in r.stdout
+
+def test_realness_loss_runs(tmp_path):
+    r = run(*tiny(tmp_path, '--loss', 'realness', '--epochs', 1))
+    assert r.returncode == 0, r.stderr
+    ck = params(tmp_path/'mnist_realness'/'checkpoints'/'epoch_001.pth')
+    assert ck['model']['critic.8.weight'].shape[0] == 51   # N outcomes of the official image runs
