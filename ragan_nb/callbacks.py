@@ -8,7 +8,7 @@ Docs: https://ragan-nb.github.io/ragan_nb/callbacks.html.md"""
 __all__ = ['RelativisticGANLoss', 'RelativisticGANCallback', 'FrozenGradsCallback', 'GenFirstCallback', 'GradientPenaltyCallback',
            'GANLossRecorder', 'gan_splitter', 'ragan_learner']
 
-# %% ../nbs/06_callbacks.ipynb #ec6eb354
+# %% ../nbs/06_callbacks.ipynb #57b19288
 from functools import partial
 import torch
 from torch import nn, Tensor
@@ -21,6 +21,7 @@ from fastai.torch_core import params
 from fastai.vision.gan import GANLearner, GANLoss, GANTrainer, FixedGANSwitcher
 from .losses import gan_losses, GANLossFunc
 from .penalty import gradient_penalty
+from .realness import realness_losses
 
 # %% ../nbs/06_callbacks.ipynb #ec4ed119
 class RelativisticGANLoss(GANLoss):
@@ -47,16 +48,31 @@ class RelativisticGANLoss(GANLoss):
         self.crit_loss = self.crit_loss_func(real_pred, fake_pred)
         return self.crit_loss
 
-# %% ../nbs/06_callbacks.ipynb #7ea73491
+# %% ../nbs/06_callbacks.ipynb #8845e74d
 class RelativisticGANCallback(Callback):
-    "Replace a GANLearner's loss by the `ragan_nb` loss called `loss` (see `LOSSES`)."
+    "Replace a GANLearner's loss by the `ragan_nb` loss called `loss` (see `LOSSES`), RealnessGAN's, or a given pair."
     run_before = GANTrainer
     def __init__(self,
-                 loss:str='RaLSGAN', # a name from `ragan_nb.losses.LOSSES` (optionally with '-GP')
+                 loss:str|tuple='RaLSGAN', # a name from `LOSSES` (optionally with '-GP'), 'realness', or a (critic, generator) pair
                  gp:float|None=None, # gradient-penalty weight override, passed to `gan_losses`
+                 loss_kwargs:dict|None=None, # for loss='realness': arguments of `realness_losses` (objective, anchors, skew, ...)
                 ):
-        self.crit_loss, self.gen_loss = gan_losses(loss, gp=gp)
-        self.loss = loss
+        if isinstance(loss, (tuple, list)):
+            if len(loss) != 2 or not all(callable(f) and hasattr(f, 'needs_real') for f in loss):
+                raise ValueError("a loss given as a pair must be (critic loss, generator loss) objects with `needs_real`, "
+                                 "e.g. from `gan_losses` or `realness_losses`")
+            if gp is not None or loss_kwargs: raise ValueError("gp and loss_kwargs apply to a loss given by name; set them on the loss objects")
+            self.crit_loss, self.gen_loss = loss
+        elif loss == 'realness':
+            if gp: raise ValueError("gp: the gradient penalty needs one score per sample, RealnessGAN's critic outputs N logits")
+            self.crit_loss, self.gen_loss = realness_losses(**(loss_kwargs or {}))
+        else:
+            if loss_kwargs: raise ValueError(f"loss_kwargs are arguments of `realness_losses`: they apply to loss='realness', not {loss!r}")
+            try: self.crit_loss, self.gen_loss = gan_losses(loss, gp=gp)
+            except ValueError as e:
+                if str(e).startswith('Unknown GAN loss'): raise ValueError(f"{e}, or 'realness' for RealnessGAN") from None
+                raise
+        self.loss = loss if isinstance(loss, str) else self.crit_loss.name
     def before_fit(self):
         lf = self.learn.loss_func
         if not (isinstance(lf, RelativisticGANLoss) and lf.crit_loss_func is self.crit_loss):
@@ -90,7 +106,8 @@ class GradientPenaltyCallback(Callback):
     def before_fit(self):
         if self.gen is None:
             self.gen = torch.Generator()
-            self.gen.manual_seed(self.seed if self.seed is not None else torch.seed())
+            if self.seed is not None: self.gen.manual_seed(self.seed)
+            else: self.gen.seed()   # random, without reseeding torch's global generator
     def after_loss(self):
         if not self.training or self.learn.gan_trainer.gen_mode or self.lam == 0: return
         real, fake = self.learn.xb[0], self.learn.loss_func.fake
@@ -125,7 +142,7 @@ class GANLossRecorder(Callback):
         "`g_loss` and `c_loss` metrics for the progress table."
         return [ValueMetric(lambda: self.g_mean, 'g_loss'), ValueMetric(lambda: self.c_mean, 'c_loss')]
 
-# %% ../nbs/06_callbacks.ipynb #e8304332
+# %% ../nbs/06_callbacks.ipynb #ea455fcd
 def gan_splitter(model:nn.Module) -> list:
     "Two parameter groups: the generator's, then the critic's."
     return [params(model.generator), params(model.critic)]
@@ -136,9 +153,10 @@ def _check_positive(name, v, allow_zero=False):
 
 def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dls`
                   generator:nn.Module, # G: noise -> image
-                  critic:nn.Module, # C: image -> raw score of shape (B,) or (B, 1)
-                  loss:str='RaLSGAN', # a name from `ragan_nb.losses.LOSSES`, optionally with '-GP'
+                  critic:nn.Module, # C: image -> raw score (B,) or (B, 1); (B, N) outcome logits for 'realness'
+                  loss:str|tuple='RaLSGAN', # a name from `LOSSES` (optionally '-GP'), 'realness', or a (critic, generator) pair
                   n_crit:int=1, # critic steps per generator step
+                  n_gen:int=1, # generator steps after the critic steps
                   gp:float|None=None, # gradient-penalty weight (None: the loss's default, 10 for '-GP' names)
                   lr:float=2e-4, # learning rate of the generator (and of the critic unless `lr_crit`)
                   lr_crit:float|None=None, # learning rate of the critic (TTUR)
@@ -146,22 +164,24 @@ def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dl
                   eps:float=1e-8, # Adam's epsilon
                   gen_first:bool=False, # start every epoch with a generator step
                   gp_seed:int|None=None, # seed for the penalty's mixing weights
+                  loss_kwargs:dict|None=None, # for loss='realness': arguments of `realness_losses` (objective, anchors, skew, seed, ...)
                   cbs=None, # more callbacks
                   **kwargs # passed to `GANLearner`
                  ) -> GANLearner:
     "A fastai `GANLearner` training `generator` against `critic` with the GAN loss called `loss`."
     if not (isinstance(n_crit, int) and n_crit >= 1): raise ValueError(f"n_crit must be a positive integer, got {n_crit}")
+    if not (isinstance(n_gen, int) and n_gen >= 1): raise ValueError(f"n_gen must be a positive integer, got {n_gen}")
     _check_positive('lr', lr)
     if lr_crit is not None: _check_positive('lr_crit', lr_crit)
     if gp is not None: _check_positive('gp', gp, allow_zero=True)
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas): raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-    loss_cb = RelativisticGANCallback(loss, gp=gp)
+    loss_cb = RelativisticGANCallback(loss, gp=gp, loss_kwargs=loss_kwargs)
     recorder = GANLossRecorder()
     extra = [loss_cb, FrozenGradsCallback(), GenFirstCallback(gen_first), recorder]
-    if loss_cb.crit_loss.gp: extra.append(GradientPenaltyCallback(loss_cb.crit_loss.gp, seed=gp_seed))
+    if getattr(loss_cb.crit_loss, 'gp', None): extra.append(GradientPenaltyCallback(loss_cb.crit_loss.gp, seed=gp_seed))
     opt_func = partial(Adam, mom=betas[0], sqr_mom=betas[1], eps=eps, wd=0.)
     learn = GANLearner(dls, generator, critic, loss_cb.gen_loss, loss_cb.crit_loss,
-                       switcher=FixedGANSwitcher(n_crit=n_crit, n_gen=1), gen_first=gen_first, switch_eval=False,
+                       switcher=FixedGANSwitcher(n_crit=n_crit, n_gen=n_gen), gen_first=gen_first, switch_eval=False,
                        show_img=False, opt_func=opt_func, splitter=gan_splitter, wd=0.,
                        lr=lr if lr_crit is None else [lr, lr_crit], cbs=L(cbs) + extra, **kwargs)
     learn.loss_func = RelativisticGANLoss(loss_cb.crit_loss, loss_cb.gen_loss, learn.model)

@@ -32,7 +32,8 @@ class GANDataLoader(DataLoader):
         self.images, self.noise_size = images, tuple(noise_size) if isinstance(noise_size, (tuple, list)) else (noise_size,)
         self.seed = seed
         self.gen = torch.Generator()
-        self.gen.manual_seed(seed if seed is not None else torch.seed())
+        if seed is not None: self.gen.manual_seed(seed)
+        else: self.gen.seed()   # a random seed for this generator only (torch.seed() would reseed the global one)
 
     def get_idxs(self):
         "All indices, in a new order each epoch drawn from the loader's own generator."
