@@ -60,6 +60,7 @@ BAD = {
     'bs':        (['--bs', '-4'], 'bs must be a positive integer'),
     'lr':        (['--lr', '0'], 'lr must be a positive number'),
     'lr-neg':    (['--lr=-1e-4'], 'lr must be a positive number'),
+    'fresh-run-over-a-run': ([], 'already holds a run (up to epoch_001): continue it with --resume'),
 }
 
 @pytest.mark.parametrize('case', list(BAD))
