@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # torch is not pinned in the package metadata (users bring their own); this is the build we test with.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install data demo readme test nbtest pytest export clean check-sync
+.PHONY: install data demo readme docs test nbtest pytest export clean check-sync
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ clean: $(STAMP)
 ## readme: README.md from nbs/index.ipynb (nbdev's readme command needs Quarto)
 readme: $(STAMP)
 	$(BIN)/python tools/make_readme.py
+
+## docs: the docs site in _docs/ without Quarto: nbdev processes nbs/ into _proc/ (as nbdev-docs does), smalldocs
+## renders nbs/_quarto.yml, KaTeX comes from tools/katex/. Where Quarto is installed, nbdev-docs builds the same site.
+docs: $(STAMP)
+	$(BIN)/python tools/build_docs.py
 
 ## check-sync: fail if nbdev-export or nbdev-clean would change a committed file
 check-sync: $(STAMP)
