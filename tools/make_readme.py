@@ -19,7 +19,7 @@ def readme(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
             if src.startswith('# ') and '\n> ' in src:   # nbdev title + subtitle -> heading + quote
                 title, _, sub = src.partition('\n> ')
                 parts.append(f"{title}\n\n> {sub}")
-            else: parts.append(src.replace('](images/', '](nbs/images/'))   # README sits one folder up
+            else: parts.append(src.replace('](images/', '](nbs/images/').replace('](tutorials/', '](nbs/tutorials/'))  # README sits one folder up
             continue
         if c['cell_type'] != 'code' or src.startswith(('#| hide', '#|hide')) or '#| default_exp' in src: continue
         parts.append(f"```python\n{src}\n```")
