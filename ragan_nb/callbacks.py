@@ -102,12 +102,9 @@ class GradientPenaltyCallback(Callback):
                  seed:int|None=None, # seed of the generator that draws u ~ U(0, 1)
                 ):
         if not lam >= 0: raise ValueError(f"gp (the gradient-penalty weight) must be >= 0, got {lam}")
-        self.lam, self.seed, self.gen = lam, seed, None
-    def before_fit(self):
-        if self.gen is None:
-            self.gen = torch.Generator()
-            if self.seed is not None: self.gen.manual_seed(self.seed)
-            else: self.gen.seed()   # random, without reseeding torch's global generator
+        self.lam, self.seed, self.gen = lam, seed, torch.Generator()
+        if seed is not None: self.gen.manual_seed(seed)
+        else: self.gen.seed()   # random, without reseeding torch's global generator
     def after_loss(self):
         if not self.training or self.learn.gan_trainer.gen_mode or self.lam == 0: return
         real, fake = self.learn.xb[0], self.learn.loss_func.fake

@@ -8,7 +8,7 @@ Docs: https://ragan-nb.github.io/ragan_nb/data.html.md"""
 __all__ = ['DATASETS', 'ENV_VARS', 'DEBIAN_FASHION_MNIST', 'read_idx', 'read_cifar_batch', 'DatasetNotFoundError', 'data_cache',
            'dataset_files', 'find_dataset', 'fit_size', 'load_images', 'image_dls']
 
-# %% ../nbs/08_data.ipynb #5e1383aa
+# %% ../nbs/08_data.ipynb #eba34967
 import gzip, os, pickle
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,7 @@ from torch import Tensor
 from fastai.data.core import DataLoaders
 from .gandata import gan_dls
 
-# %% ../nbs/08_data.ipynb #d6cd8f41
+# %% ../nbs/08_data.ipynb #d1241568
 def read_idx(fn:str|Path # an IDX file, gzipped (`.gz`) or not
             ) -> np.ndarray: # the array stored in it (uint8 for image files)
     "Read an IDX file (the MNIST format) into a numpy array."
@@ -33,7 +33,7 @@ def read_idx(fn:str|Path # an IDX file, gzipped (`.gz`) or not
     if arr is None: raise ValueError(f"{fn} is truncated: header says {shape}, file has {len(data)} bytes")
     return arr.reshape(shape)
 
-# %% ../nbs/08_data.ipynb #4d89ee8e
+# %% ../nbs/08_data.ipynb #95f8ef5e
 def read_cifar_batch(fn:str|Path # one CIFAR-10 python batch file, e.g. `data_batch_1`
                     ) -> np.ndarray: # uint8 images of shape (N, 3, 32, 32)
     "Read the images of one CIFAR-10 python batch."
@@ -43,7 +43,7 @@ def read_cifar_batch(fn:str|Path # one CIFAR-10 python batch file, e.g. `data_ba
     if data.ndim != 2 or data.shape[1] != 3072: raise ValueError(f"{fn}: expected data of shape (N, 3072), got {data.shape}")
     return data.reshape(-1, 3, 32, 32)
 
-# %% ../nbs/08_data.ipynb #57d2aca3
+# %% ../nbs/08_data.ipynb #e161857f
 DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
 ENV_VARS = {'mnist': 'RAGAN_MNIST', 'fashion_mnist': 'RAGAN_FASHION_MNIST', 'cifar10': 'RAGAN_CIFAR10'}
 DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
@@ -59,7 +59,7 @@ def data_cache(name:str) -> Path:
 def _check_name(name):
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
-# %% ../nbs/08_data.ipynb #28249cb2
+# %% ../nbs/08_data.ipynb #26f7dbd4
 def _idx_file(folder, prefix):
     for sub in ['', 'raw']:
         for ext in ['.gz', '']:
@@ -88,7 +88,7 @@ def dataset_files(name:str, # one of `DATASETS`
         if fn is not None: return [fn]
     return []
 
-# %% ../nbs/08_data.ipynb #e8f9a3e8
+# %% ../nbs/08_data.ipynb #d3a8a96b
 def _download(name, root):
     import torchvision.datasets as tvd
     cls = getattr(tvd, _TV_NAMES[name])
@@ -138,7 +138,7 @@ def find_dataset(name:str, # one of `DATASETS`
         except Exception as e: err = e
     raise _not_found(name, local, err)
 
-# %% ../nbs/08_data.ipynb #2fcd27a7
+# %% ../nbs/08_data.ipynb #69dfff86
 def fit_size(images:Tensor, # uint8 images (N, C, H, W)
              size:int=32, # the side length wanted
             ) -> Tensor: # uint8 images (N, C, size, size)
@@ -151,7 +151,7 @@ def fit_size(images:Tensor, # uint8 images (N, C, H, W)
     x = F.interpolate(images.float(), size=(size, size), mode='bilinear', antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8)
 
-# %% ../nbs/08_data.ipynb #145ed065
+# %% ../nbs/08_data.ipynb #0b4121b5
 def load_images(name:str, # one of `DATASETS`
                 path:str|Path|None=None, # explicit folder (see `find_dataset`)
                 split:str='train', # 'train' or 'test'
@@ -168,7 +168,7 @@ def load_images(name:str, # one of `DATASETS`
     imgs.source = src
     return imgs
 
-# %% ../nbs/08_data.ipynb #f6edce41
+# %% ../nbs/08_data.ipynb #c3256d81
 def image_dls(name:str, # one of `DATASETS`
               bs:int=64, # batch size
               size:int=32, # image side length

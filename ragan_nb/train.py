@@ -9,7 +9,7 @@ __all__ = ['REALNESS', 'DEFAULTS', 'NOISE_SIZE', 'TOY_N', 'RESUMABLE', 'check_co
            'set_rng_state', 'sample', 'save_grid', 'save_scatter', 'save_loss_plot', 'RunOutputs', 'NonFiniteLossGuard',
            'save_checkpoint', 'last_checkpoint', 'load_checkpoint', 'run_dir_of', 'train', 'ragan_train']
 
-# %% ../nbs/10_train.ipynb #c8ff2b3a
+# %% ../nbs/10_train.ipynb #20e3335d
 import copy, csv, json, os, resource, sys, time, warnings
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +21,7 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')
 from fastcore.script import call_parse
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.progress import ProgressCallback
-from fastcore.basics import noop
+from fastcore.basics import noop, store_attr
 from .losses import LOSSES, gan_losses
 from .gandata import gan_dls
 from .data import DATASETS, image_dls, DatasetNotFoundError
@@ -30,7 +30,7 @@ from .callbacks import ragan_learner, GradientPenaltyCallback
 from .toys import TOYS, toy_data, mlp_generator, mlp_critic, mode_stats
 from .realness import REALNESS_OUTCOMES
 
-# %% ../nbs/10_train.ipynb #87fe6f2b
+# %% ../nbs/10_train.ipynb #b8f2dc50
 REALNESS = 'realness'
 DEFAULTS = dict(dataset='fashion_mnist', loss='RaLSGAN', epochs=1, bs=64, lr=2e-4, betas=(0.5, 0.999), n_crit=1,
                 gp=None, arch=None, size=None, sn=False, seed=0, n_images=None, data=None, device=None)
@@ -80,7 +80,7 @@ def check_config(**kwargs) -> dict:
         if cfg['arch'] == 'dcgan': dcgan_plan(cfg['size'])   # raises with the sizes it can take
     return cfg
 
-# %% ../nbs/10_train.ipynb #ea48074f
+# %% ../nbs/10_train.ipynb #c364b300
 def _noise_shape(cfg): return (2,) if cfg['dataset'] in TOYS else (NOISE_SIZE, 1, 1)
 
 def make_learner(cfg:dict, # a configuration from `check_config`
@@ -108,14 +108,12 @@ def make_learner(cfg:dict, # a configuration from `check_config`
     learn.ragan_cfg = cfg
     return learn
 
-# %% ../nbs/10_train.ipynb #305142d8
+# %% ../nbs/10_train.ipynb #774c64a3
 def _generators(learn) -> dict:
     "Every `torch.Generator` the run draws from, by a stable name."
     gens = {'data': learn.dls.train.gen}
     for cb in learn.cbs:
-        if isinstance(cb, GradientPenaltyCallback):
-            if cb.gen is None: cb.before_fit()   # it seeds its generator at the start of fit; do it now to restore it
-            gens['penalty'] = cb.gen
+        if isinstance(cb, GradientPenaltyCallback): gens['penalty'] = cb.gen
     for role in ('crit_loss_func', 'gen_loss_func'):
         lf = getattr(learn.loss_func, role, None)
         for k, v in sorted(vars(lf).items() if lf is not None else []):
@@ -136,7 +134,7 @@ def set_rng_state(learn, st:dict):
     torch.set_rng_state(st['torch'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
-# %% ../nbs/10_train.ipynb #4a047aae
+# %% ../nbs/10_train.ipynb #2366d218
 def _atomic(fn:Path, write):
     "Write through a temporary file and rename it, so a killed run never leaves half a file."
     tmp = fn.with_name(fn.name + '.tmp')
@@ -181,7 +179,7 @@ def save_loss_plot(history:list, fn:Path, title:str=''):
     plt.xlabel('epoch'); plt.ylabel('loss'); plt.legend(); plt.title(title)
     _atomic(fn, lambda t: fig.savefig(t, format='png', bbox_inches='tight', dpi=100)); plt.close(fig)
 
-# %% ../nbs/10_train.ipynb #bf012e0b
+# %% ../nbs/10_train.ipynb #4134fe63
 class RunOutputs(Callback):
     "After every epoch: sample grid (or scatter), loss plot, history.csv and a checkpoint in `run_dir`."
     order = 90
@@ -192,9 +190,8 @@ class RunOutputs(Callback):
                  history:list|None=None, # per-iteration rows of earlier epochs
                  keep:int=3, # checkpoints kept (the newest)
                 ):
-        store_attr = dict(run_dir=Path(run_dir), z=z, epoch0=epoch0, history=list(history or []), keep=keep)
-        for k, v in store_attr.items(): setattr(self, k, v)
-        self.epoch_times = []
+        store_attr('z,epoch0,keep')
+        self.run_dir, self.history, self.epoch_times = Path(run_dir), list(history or []), []
     def before_fit(self): self._n = 0
     def before_epoch(self): self._t = time.perf_counter()
     def after_epoch(self):
@@ -225,11 +222,10 @@ class RunOutputs(Callback):
         save_checkpoint(learn, d/'checkpoints'/f'epoch_{e:03d}.pth', e, self.history)
         for old in sorted((d/'checkpoints').glob('epoch_*.pth'))[:-self.keep]: old.unlink()
         dt = time.perf_counter() - self._t; self.epoch_times.append(dt)
-        g = np.mean([r['loss'] for r in self.history if r['epoch'] == e and r['kind'] == 'generator'] or [np.nan])
-        c = np.mean([r['loss'] for r in self.history if r['epoch'] == e and r['kind'] == 'critic'] or [np.nan])
+        g, c = (np.mean([l for _, k, l, _ in new if k == kind] or [np.nan]) for kind in ('generator', 'critic'))
         print(f"epoch {e}/{self.epoch0 + self.n_epoch}: G loss {g:.4f}, C loss {c:.4f}, {dt:.1f} s -> {d/f'epoch_{e:03d}.png'}", flush=True)
 
-# %% ../nbs/10_train.ipynb #7d38c95d
+# %% ../nbs/10_train.ipynb #825d9cc3
 class NonFiniteLossGuard(Callback):
     "Stop training (CancelFitException) as soon as the loss to back-propagate is NaN or infinite."
     run_after = GradientPenaltyCallback
@@ -242,7 +238,7 @@ class NonFiniteLossGuard(Callback):
                                         kind='generator' if self.learn.gan_trainer.gen_mode else 'critic')
             raise CancelFitException()
 
-# %% ../nbs/10_train.ipynb #f065a210
+# %% ../nbs/10_train.ipynb #0f8368f9
 def save_checkpoint(learn, fn:Path, epoch:int, history:list):
     "Save model, optimiser state, random state, epoch and history to `fn` (atomically)."
     fn.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +260,7 @@ def load_checkpoint(learn, fn:Path) -> dict:
     set_rng_state(learn, ck['rng'])
     return ck
 
-# %% ../nbs/10_train.ipynb #f413412d
+# %% ../nbs/10_train.ipynb #388cb217
 RESUMABLE = ('epochs', 'lr', 'betas', 'n_crit', 'gp', 'device')  # what a resumed run may change
 
 def run_dir_of(out, dataset, loss) -> Path: return Path(out)/f'{dataset}_{loss}'
@@ -324,7 +320,7 @@ def train(out:str|Path='result', # folder for the run folders
     learn.epoch_times = outs.epoch_times
     return learn
 
-# %% ../nbs/10_train.ipynb #6f7aa19d
+# %% ../nbs/10_train.ipynb #5cdac975
 def _peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == 'darwin' else r / 2**10
