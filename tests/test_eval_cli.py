@@ -1,0 +1,59 @@
+"`ragan-eval` in its own process: a real Fashion-MNIST run evaluated, and bad input refused with one error line."
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
+FMNIST = Path('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz')
+
+def run(cmd, *args):
+    return subprocess.run([sys.executable, '-c', f'from ragan_nb.{cmd}; main()', *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=900)
+
+def train(*args): return run('train import ragan_train as main', *args)
+def ev(*args): return run('evaluate import ragan_eval as main', *args)
+
+@pytest.fixture(scope='module')
+def fmnist_run(tmp_path_factory):
+    if not FMNIST.is_file(): pytest.skip('dataset-fashion-mnist is not installed (make data)')
+    out = tmp_path_factory.mktemp('runs')
+    p = train('--dataset', 'fashion_mnist', '--loss', 'RaLSGAN', '--epochs', '1', '--n-images', '256', '--device', 'cpu',
+              '--out', out, '--quiet')
+    assert p.returncode == 0, p.stderr
+    return out/'fashion_mnist_RaLSGAN'
+
+def test_eval_run_folder(fmnist_run):
+    "Classifier metrics of 300 samples of the run's newest checkpoint, written next to it; same numbers twice."
+    p = ev(fmnist_run, '--metrics', 'cfd,classes', '--n', '300', '--quiet')
+    assert p.returncode == 0, p.stderr
+    r = json.loads((fmnist_run/'eval_epoch_001.json').read_text())
+    assert r['n'] == 300 and sum(r['class_counts']) == 300 and r['cfd'] > 0 and 1 <= r['classes_covered'] <= 10
+    assert 'classifier FD' in p.stdout and 'eval_epoch_001.json' in p.stdout
+    q = ev(fmnist_run/'checkpoints'/'epoch_001.pth', '--metrics', 'cfd,classes', '--n', '300', '--quiet',
+           '--out', fmnist_run/'again.json')
+    assert q.returncode == 0, q.stderr
+    assert json.loads((fmnist_run/'again.json').read_text())['cfd'] == r['cfd']
+
+def test_eval_fid_few_samples_warns(fmnist_run):
+    "TF-Inception FID and KID of 40 samples against 40 test images: numbers, and a warning that explains the bias."
+    p = ev(fmnist_run, '--metrics', 'fid,kid', '--n', '40', '--n-real', '40', '--quiet', '--out', fmnist_run/'fid.json')
+    assert p.returncode == 0, p.stderr
+    r = json.loads((fmnist_run/'fid.json').read_text())
+    assert r['fid'] > 0 and r['n_real'] == 40 and 'kid' in r
+    assert 'biased upward' in p.stderr and 'published FIDs use 10,000' in p.stderr
+
+@pytest.mark.parametrize('args, msg', [
+    (['{nowhere}'], 'does not exist'),
+    (['{empty}'], 'holds no checkpoints'),
+    (['{notck}'], 'not a readable checkpoint'),
+    (['{run}', '--metrics', 'fid,modes'], "not defined for fashion_mnist"),
+    (['{run}', '--metrics', 'fdi'], "unknown metric 'fdi'"),
+    (['{run}', '--n', '1'], '--n must be >= 2'),
+    (['{run}', '--device', 'tpu'], "unknown --device"),
+])
+def test_eval_bad_input(fmnist_run, tmp_path, args, msg):
+    (tmp_path/'empty').mkdir(); (tmp_path/'notck.pth').write_text('not a checkpoint')
+    paths = dict(nowhere=tmp_path/'nowhere', empty=tmp_path/'empty', notck=tmp_path/'notck.pth', run=fmnist_run)
+    p = ev(*[a.format(**paths) for a in args])
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert p.stderr.startswith('ragan-eval: error:') and msg in p.stderr and 'Traceback' not in p.stderr, p.stderr
