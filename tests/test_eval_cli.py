@@ -6,12 +6,12 @@ import pytest
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
 FMNIST = Path('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz')
 
-def run(cmd, *args):
-    return subprocess.run([sys.executable, '-c', f'from ragan_nb.{cmd}; main()', *map(str, args)],
+def run(cmd, *args):   # the installed commands, as users run them
+    return subprocess.run([str(Path(sys.executable).parent/cmd), *map(str, args)],
                           capture_output=True, text=True, env=ENV, timeout=900)
 
-def train(*args): return run('train import ragan_train as main', *args)
-def ev(*args): return run('evaluate import ragan_eval as main', *args)
+def train(*args): return run('ragan-train', *args)
+def ev(*args): return run('ragan-eval', *args)
 
 @pytest.fixture(scope='module')
 def fmnist_run(tmp_path_factory):
