@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+# fastai's import trips torch's deprecation notice for torch.jit.script; it is not ours to act on
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')
 from fastcore.script import call_parse
 from .losses import LOSSES
 from .toys import TOYS
@@ -154,8 +156,9 @@ def bench(out:str|Path='bench', # folder for results.csv, results.md, plots and 
     s = summarize(df)
     it = int(df.iterations.dropna().iloc[0]) if 'iterations' in df and df.iterations.notna().any() else None
     note = (f"{dataset}, {epochs} epoch(s) over {n_images or 'all'} training images, batch {bs}"
-            + (f" ({it} generator iterations)" if it else '') + f"; {n} generated samples against "
-            + (f"{n_real}" if n_real else 'all') + f" test images; mean ± sd over seeds {', '.join(map(str, seeds))}.")
+            + (f" ({it} generator iterations)" if it else '') + f"; {n} generated samples"
+            + ('' if dataset in TOYS else f" against {n_real or 'all'} test images")
+            + f"; mean ± sd over seeds {', '.join(map(str, seeds))}.")
     (out/'results.md').write_text(markdown_table(s, note))
     bench_plots(df, out, dataset)
     if verbose: print(markdown_table(s, note))

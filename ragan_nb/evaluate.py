@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn, Tensor
+# fastai's import trips torch's deprecation notice for torch.jit.script; it is not ours to act on
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')
 from fastcore.script import call_parse
 from fastai.callback.core import Callback
 from fastai.learner import ValueMetric
