@@ -8,7 +8,7 @@
 
 Two adaptations, each in one function below: the processing runs only the cells the docs need (`only_doc_cells`),
 and smalldocs 0.5.4 (pinned in pyproject.toml) learns Quarto's `output-file` (`quarto_output_files`), so pages get
-nbdev's URLs (`04_losses.ipynb` -> `losses.html`). Where Quarto is installed, `nbdev-docs` builds the site from the
+nbdev's URLs (`05_losses.ipynb` -> `losses.html`). Where Quarto is installed, `nbdev-docs` builds the site from the
 same `_quarto.yml`. `python tools/build_docs.py --force` reprocesses every notebook instead of only changed ones."""
 import os, re, shutil, sys, time
 from pathlib import Path
@@ -62,7 +62,7 @@ def offline_katex(site:Path):
         page.write_text(KATEX_CDN.sub(f'{up}site_libs/katex', text))
 
 def quarto_output_files():
-    """Make smalldocs honour `output-file`, as Quarto does: nbdev sets it to drop the number, so `04_losses.ipynb`
+    """Make smalldocs honour `output-file`, as Quarto does: nbdev sets it to drop the number, so `05_losses.ipynb`
     becomes `losses.html` on both sites, and `losses.html` in a link or the navbar finds that page."""
     from pathlib import PurePosixPath
     from smalldocs.site import Site

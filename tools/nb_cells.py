@@ -1,6 +1,6 @@
 """Run a notebook's code cells in order as plain Python, `#| cuda` cells included, `#| slow` skipped: for a GPU box
 that has torch but not IPython/nbdev (carry the fastai wheels; stubs stand in for IPython.display and show_doc).
-Usage: python tools/nb_cells.py nbs/06_callbacks.ipynb ..."""
+Usage: python tools/nb_cells.py nbs/10_callbacks.ipynb ..."""
 import sys, types, time, os, re
 import matplotlib; matplotlib.use('Agg')
 from pathlib import Path
