@@ -6,22 +6,17 @@ Docs: https://ragan-nb.github.io/ragan_nb/callbacks.html.md"""
 
 # %% auto #0
 __all__ = ['RelativisticGANLoss', 'RelativisticGANCallback', 'FrozenGradsCallback', 'GenFirstCallback', 'GradientPenaltyCallback',
-           'GANLossRecorder', 'gan_splitter', 'ragan_learner']
+           'GANLossRecorder', 'SkipEmptyValidation']
 
 # %% ../nbs/10_callbacks.ipynb #57b19288
-from functools import partial
 import torch
 from torch import nn, Tensor
-from fastcore.basics import store_attr
-from fastcore.foundation import L
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelValidException
 from fastai.learner import ValueMetric
-from fastai.optimizer import Adam
-from fastai.torch_core import params
-from fastai.vision.gan import GANLearner, GANLoss, GANTrainer, FixedGANSwitcher
-from .losses import gan_losses, GANLossFunc
+from fastai.vision.gan import GANLoss, GANTrainer, FixedGANSwitcher
+from .standard import GANLossFunc
+from .losses import gan_losses, check_gp
 from .penalty import gradient_penalty
-from .realness import realness_losses
 
 # %% ../nbs/10_callbacks.ipynb #ec4ed119
 class RelativisticGANLoss(GANLoss):
@@ -50,28 +45,20 @@ class RelativisticGANLoss(GANLoss):
 
 # %% ../nbs/10_callbacks.ipynb #8845e74d
 class RelativisticGANCallback(Callback):
-    "Replace a GANLearner's loss by the `ragan_nb` loss called `loss` (see `LOSSES`), RealnessGAN's, or a given pair."
+    "Replace a GANLearner's loss by the `ragan_nb` loss called `loss` (see `LOSS_NAMES`) or a given pair."
     run_before = GANTrainer
     def __init__(self,
-                 loss:str|tuple='RaLSGAN', # a name from `LOSSES` (optionally with '-GP'), 'realness', or a (critic, generator) pair
+                 loss:str|tuple='RaLSGAN', # a name from `LOSS_NAMES` (optionally with '-GP'), or a (critic, generator) pair
                  gp:float|None=None, # gradient-penalty weight override, passed to `gan_losses`
                  loss_kwargs:dict|None=None, # for loss='realness': arguments of `realness_losses` (objective, anchors, skew, ...)
                 ):
-        if isinstance(loss, (tuple, list)):
-            if len(loss) != 2 or not all(callable(f) and hasattr(f, 'needs_real') for f in loss):
-                raise ValueError("a loss given as a pair must be (critic loss, generator loss) objects with `needs_real`, "
-                                 "e.g. from `gan_losses` or `realness_losses`")
+        if isinstance(loss, str): self.crit_loss, self.gen_loss = gan_losses(loss, gp=gp, **(loss_kwargs or {}))
+        else:
+            if not (isinstance(loss, (tuple, list)) and len(loss) == 2 and all(callable(f) and hasattr(f, 'needs_real') for f in loss)):
+                raise ValueError("loss must be a name from LOSS_NAMES or a pair of (critic loss, generator loss) objects with "
+                                 "`needs_real`, e.g. from `gan_losses`")
             if gp is not None or loss_kwargs: raise ValueError("gp and loss_kwargs apply to a loss given by name; set them on the loss objects")
             self.crit_loss, self.gen_loss = loss
-        elif loss == 'realness':
-            if gp: raise ValueError("gp: the gradient penalty needs one score per sample, RealnessGAN's critic outputs N logits")
-            self.crit_loss, self.gen_loss = realness_losses(**(loss_kwargs or {}))
-        else:
-            if loss_kwargs: raise ValueError(f"loss_kwargs are arguments of `realness_losses`: they apply to loss='realness', not {loss!r}")
-            try: self.crit_loss, self.gen_loss = gan_losses(loss, gp=gp)
-            except ValueError as e:
-                if str(e).startswith('Unknown GAN loss'): raise ValueError(f"{e}, or 'realness' for RealnessGAN") from None
-                raise
         self.loss = loss if isinstance(loss, str) else self.crit_loss.name
     def before_fit(self):
         lf = self.learn.loss_func
@@ -101,7 +88,7 @@ class GradientPenaltyCallback(Callback):
                  lam:float=10., # penalty weight λ (>= 0)
                  seed:int|None=None, # seed of the generator that draws u ~ U(0, 1)
                 ):
-        if not lam >= 0: raise ValueError(f"gp (the gradient-penalty weight) must be >= 0, got {lam}")
+        check_gp(lam)
         self.lam, self.seed, self.gen = lam, seed, torch.Generator()
         if seed is not None: self.gen.manual_seed(seed)
         else: self.gen.seed()   # random, without reseeding torch's global generator
@@ -139,48 +126,12 @@ class GANLossRecorder(Callback):
         "`g_loss` and `c_loss` metrics for the progress table."
         return [ValueMetric(lambda: self.g_mean, 'g_loss'), ValueMetric(lambda: self.c_mean, 'c_loss')]
 
-# %% ../nbs/10_callbacks.ipynb #ea455fcd
-def gan_splitter(model:nn.Module) -> list:
-    "Two parameter groups: the generator's, then the critic's."
-    return [params(model.generator), params(model.critic)]
-
-def _check_positive(name, v, allow_zero=False):
-    ok = v >= 0 if allow_zero else v > 0
-    if not ok: raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, got {v}")
-
-def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dls`
-                  generator:nn.Module, # G: noise -> image
-                  critic:nn.Module, # C: image -> raw score (B,) or (B, 1); (B, N) outcome logits for 'realness'
-                  loss:str|tuple='RaLSGAN', # a name from `LOSSES` (optionally '-GP'), 'realness', or a (critic, generator) pair
-                  n_crit:int=1, # critic steps per generator step
-                  n_gen:int=1, # generator steps after the critic steps
-                  gp:float|None=None, # gradient-penalty weight (None: the loss's default, 10 for '-GP' names)
-                  lr:float=2e-4, # learning rate of the generator (and of the critic unless `lr_crit`)
-                  lr_crit:float|None=None, # learning rate of the critic (TTUR)
-                  betas:tuple=(0.5, 0.999), # Adam's betas
-                  eps:float=1e-8, # Adam's epsilon
-                  gen_first:bool=False, # start every epoch with a generator step
-                  gp_seed:int|None=None, # seed for the penalty's mixing weights
-                  loss_kwargs:dict|None=None, # for loss='realness': arguments of `realness_losses` (objective, anchors, skew, seed, ...)
-                  cbs=None, # more callbacks
-                  **kwargs # passed to `GANLearner`
-                 ) -> GANLearner:
-    "A fastai `GANLearner` training `generator` against `critic` with the GAN loss called `loss`."
-    if not (isinstance(n_crit, int) and n_crit >= 1): raise ValueError(f"n_crit must be a positive integer, got {n_crit}")
-    if not (isinstance(n_gen, int) and n_gen >= 1): raise ValueError(f"n_gen must be a positive integer, got {n_gen}")
-    _check_positive('lr', lr)
-    if lr_crit is not None: _check_positive('lr_crit', lr_crit)
-    if gp is not None: _check_positive('gp', gp, allow_zero=True)
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas): raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-    loss_cb = RelativisticGANCallback(loss, gp=gp, loss_kwargs=loss_kwargs)
-    recorder = GANLossRecorder()
-    extra = [loss_cb, FrozenGradsCallback(), GenFirstCallback(gen_first), recorder]
-    if getattr(loss_cb.crit_loss, 'gp', None): extra.append(GradientPenaltyCallback(loss_cb.crit_loss.gp, seed=gp_seed))
-    opt_func = partial(Adam, mom=betas[0], sqr_mom=betas[1], eps=eps, wd=0.)
-    learn = GANLearner(dls, generator, critic, loss_cb.gen_loss, loss_cb.crit_loss,
-                       switcher=FixedGANSwitcher(n_crit=n_crit, n_gen=n_gen), gen_first=gen_first, switch_eval=False,
-                       show_img=False, opt_func=opt_func, splitter=gan_splitter, wd=0.,
-                       lr=lr if lr_crit is None else [lr, lr_crit], cbs=L(cbs) + extra, **kwargs)
-    learn.loss_func = RelativisticGANLoss(loss_cb.crit_loss, loss_cb.gen_loss, learn.model)
-    learn.metrics = recorder.metrics()
-    return learn
+# %% ../nbs/10_callbacks.ipynb #d426d10d
+class SkipEmptyValidation(Callback):
+    "Cancel fastai's validation pass (and its empty `valid_loss` column) when the validation DataLoader is empty."
+    order = -100
+    def before_fit(self):
+        if not len(self.dls.valid):   # metrics (g_loss, c_loss) are then shown from the training epoch
+            self.learn.recorder.valid_metrics, self.learn.recorder.train_metrics = False, True
+    def before_validate(self):
+        if not len(self.dls.valid): raise CancelValidException()

@@ -1,4 +1,4 @@
-"""A critic that outputs a distribution of realness, two anchor distributions and a KL objective (Xiangli et al., ICLR 2020), as losses and a callback for fastai's GANLearner.
+"""A critic that outputs a distribution of realness, two anchor distributions and a KL objective (Xiangli et al., ICLR 2020), as loss objects that `gan_losses('realness')` hands to any training loop.
 
 Docs: https://ragan-nb.github.io/ragan_nb/realness_losses.html.md"""
 
@@ -7,15 +7,13 @@ Docs: https://ragan-nb.github.io/ragan_nb/realness_losses.html.md"""
 # %% auto #0
 __all__ = ['REALNESS_OUTCOMES', 'REALNESS_OBJECTIVES', 'OutcomeHead', 'resample_outcomes', 'FeatureResamplingHead',
            'realness_critic', 'realness_kl', 'check_anchor', 'realness_anchors', 'skew_anchor', 'realness_critic_loss',
-           'realness_generator_loss', 'RealnessLoss', 'realness_losses', 'RealnessCallback']
+           'realness_generator_loss', 'RealnessLoss', 'realness_losses']
 
 # %% ../nbs/04_realness_losses.ipynb #6c5132a3
 import math
 import torch
 from torch import nn, Tensor
-from fastai.callback.core import Callback
-from fastai.vision.gan import GANTrainer
-from .losses import GANLossFunc
+from .standard import GANLossFunc
 
 # %% ../nbs/04_realness_losses.ipynb #39d46de9
 REALNESS_OUTCOMES = 51  # N of the official image runs (kam1107/RealnessGAN, scripts/run_CelebA.sh)
@@ -253,22 +251,3 @@ def realness_losses(objective:str='eq19', # the generator objective: 'eq18', 'eq
     if seed is None: seed = torch.Generator().seed()
     kw = dict(objective=objective, anchors=anchors, n_outcomes=n_outcomes, skew=skew, eps=eps, seed=seed)
     return RealnessLoss('critic', **kw), RealnessLoss('generator', **kw)
-
-# %% ../nbs/04_realness_losses.ipynb #945780db
-class RealnessCallback(Callback):
-    "Train a GANLearner with RealnessGAN's losses: installs `realness_losses(...)` in a `RelativisticGANLoss`."
-    run_before = GANTrainer
-    def __init__(self,
-                 objective:str='eq19', # generator objective: 'eq18', 'eq19' or 'eq20'
-                 anchors='official', # 'official', 'seed' or a pair (A0, A1)
-                 n_outcomes:int|None=None, # N; None: taken from the critic's logits
-                 skew:float=0., # δ of the categorical projection
-                 eps:float=1e-16, # guard inside the logarithms
-                 seed:int|None=None, # seed of the anchors' draws
-                ):
-        self.crit_loss, self.gen_loss = realness_losses(objective, anchors, n_outcomes, skew, eps, seed)
-    def before_fit(self):
-        from ragan_nb.callbacks import RelativisticGANLoss   # here, not at the top: callbacks imports this module
-        lf = self.learn.loss_func
-        if not (isinstance(lf, RelativisticGANLoss) and lf.crit_loss_func is self.crit_loss):
-            self.learn.loss_func = RelativisticGANLoss(self.crit_loss, self.gen_loss, self.learn.model)

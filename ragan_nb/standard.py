@@ -7,9 +7,10 @@ Docs: https://ragan-nb.github.io/ragan_nb/standard_losses.html.md"""
 # %% auto #0
 __all__ = ['as_scores', 'sgan_critic_loss', 'sgan_generator_loss', 'sgan_saturating_generator_loss', 'lsgan_critic_loss',
            'lsgan_generator_loss', 'hinge_critic_loss', 'hinge_generator_loss', 'wgan_critic_loss',
-           'wgan_generator_loss']
+           'wgan_generator_loss', 'GANLossFunc']
 
 # %% ../nbs/00_standard_losses.ipynb #9fd8412c
+from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -88,3 +89,20 @@ def wgan_generator_loss(real_pred:Tensor|None, # C(x_r); unused by this non-rela
                        ) -> Tensor:
     "WGAN generator loss: -mean C(G(z))."
     return -as_scores(fake_pred, 'fake_pred').mean()
+
+# %% ../nbs/00_standard_losses.ipynb #f3c7079b
+class GANLossFunc:
+    "A critic or generator loss `(real_pred, fake_pred) -> scalar` with what a training loop needs to know."
+    def __init__(self,
+                 fn:Callable, # the loss function of raw critic outputs
+                 name:str, # the GAN's name, e.g. 'RaLSGAN'
+                 role:str, # 'critic' or 'generator'
+                 needs_real:bool, # whether the loss uses C(x_r) (always true for critic losses)
+                 gp:float|None=None, # gradient-penalty weight for the critic step, None for no penalty
+                ):
+        self.fn, self.name, self.role, self.needs_real, self.gp = fn, name, role, needs_real, gp
+    def __call__(self, real_pred:Tensor|None, fake_pred:Tensor) -> Tensor:
+        if self.needs_real and real_pred is None:
+            raise ValueError(f"the {self.name} {self.role} loss is relativistic: it needs C(x_r), got None")
+        return self.fn(real_pred, fake_pred)
+    def __repr__(self): return f"GANLossFunc({self.name!r}, {self.role}, needs_real={self.needs_real}, gp={self.gp})"
