@@ -64,6 +64,8 @@ class RelativisticGANCallback(Callback):
         lf = self.learn.loss_func
         if not (isinstance(lf, RelativisticGANLoss) and lf.crit_loss_func is self.crit_loss):
             self.learn.loss_func = RelativisticGANLoss(self.crit_loss, self.gen_loss, self.learn.model)
+    def before_train(self):
+        for lf in (self.crit_loss, self.gen_loss): getattr(lf, 'reset', lambda: None)()   # e.g. RealnessGAN's anchor draws
 
 # %% ../nbs/10_callbacks.ipynb #c02823c7
 class FrozenGradsCallback(Callback):

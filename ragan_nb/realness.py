@@ -7,7 +7,7 @@ Docs: https://ragan-nb.github.io/ragan_nb/realness_losses.html.md"""
 # %% auto #0
 __all__ = ['REALNESS_OUTCOMES', 'REALNESS_OBJECTIVES', 'OutcomeHead', 'resample_outcomes', 'FeatureResamplingHead',
            'realness_critic', 'realness_kl', 'check_anchor', 'realness_anchors', 'skew_anchor', 'realness_critic_loss',
-           'realness_generator_loss', 'RealnessLoss', 'realness_losses']
+           'realness_generator_loss', 'AnchorDraws', 'RealnessLoss', 'realness_losses']
 
 # %% ../nbs/04_realness_losses.ipynb #6c5132a3
 import math
@@ -187,16 +187,33 @@ def realness_generator_loss(real_logits:Tensor|None, # critic logits of real sam
     return realness_kl(pr, pf, eps) + away
 
 # %% ../nbs/04_realness_losses.ipynb #d1e41e82
+class AnchorDraws:
+    "The 'official' anchor pair of the current iteration, shared by a critic and a generator loss."
+    def __init__(self, seed:int): # seed of the draws
+        self.gen = torch.Generator()
+        self.gen.manual_seed(seed)
+        self.reset()
+    def reset(self):
+        "Start afresh (every training epoch does): the next step draws a new pair."
+        self.pair, self.stale = None, True
+    def get(self, n_outcomes:int, role:str) -> tuple[Tensor, Tensor]:
+        "The pair for a `role` step: a new draw at the first critic step after a generator step."
+        if self.pair is None or len(self.pair[0]) != n_outcomes or (role == 'critic' and self.stale):
+            self.pair = realness_anchors('official', n_outcomes, generator=self.gen)
+        self.stale = role == 'generator'
+        return self.pair
+
 class RealnessLoss(GANLossFunc):
     "A RealnessGAN critic or generator loss `(real_logits, fake_logits) -> scalar` that owns its anchors."
     def __init__(self,
                  role:str='critic', # 'critic' or 'generator'
                  objective:str='eq19', # the generator objective: 'eq18', 'eq19' or 'eq20'
-                 anchors='official', # 'official' (redrawn every call), 'seed' (fixed) or a pair (A0, A1)
+                 anchors='official', # 'official' (a new pair per iteration), 'seed' (fixed) or a pair (A0, A1)
                  n_outcomes:int|None=None, # N; None: taken from the logits
-                 skew:float=0., # δ of the categorical projection (the official runs use 1)
+                 skew:float=1., # δ of the categorical projection (1 as in the official runs)
                  eps:float=1e-16, # guard inside the logarithms of the KL
                  seed:int|None=None, # seed of the anchors' random draws (None: a random seed)
+                 draws:AnchorDraws|None=None, # the 'official' draws, shared with the other loss of the pair
                 ):
         if role not in ('critic', 'generator'): raise ValueError(f"role must be 'critic' or 'generator', got {role!r}")
         if objective not in REALNESS_OBJECTIVES:
@@ -218,15 +235,19 @@ class RealnessLoss(GANLossFunc):
         super().__init__(self._loss, 'realness', role, role == 'critic' or objective == 'eq19', None)
         self.objective, self.kind, self.n_outcomes, self.skew, self.eps = objective, anchors if isinstance(anchors, str) else 'custom', n_outcomes, skew, eps
         self.seed = seed if seed is not None else torch.Generator().seed()
-        self.gen = torch.Generator()
-        self.gen.manual_seed(self.seed)
+        self.draws = draws if draws is not None else AnchorDraws(self.seed)
+        self.gen = self.draws.gen   # seen by the run's random-state snapshot
+
+    def reset(self):
+        "A new training epoch: the next step draws a new 'official' pair."
+        self.draws.reset()
 
     def anchors(self, n_outcomes:int) -> tuple[Tensor, Tensor]:
-        "The anchor pair (A0, A1) for a critic with `n_outcomes` outcomes: a new draw for 'official'."
+        "The anchor pair (A0, A1) for a critic with `n_outcomes` outcomes: this iteration's draw for 'official'."
         if self.n_outcomes is not None and n_outcomes != self.n_outcomes:
             raise ValueError(f"the critic outputs N={n_outcomes} logits but the realness loss was set up for "
                              f"N={self.n_outcomes} outcomes (n_outcomes or the anchors' length)")
-        if self.kind == 'official': return realness_anchors('official', n_outcomes, generator=self.gen)
+        if self.kind == 'official': return self.draws.get(n_outcomes, self.role)
         if self.fixed is None or len(self.fixed[0]) != n_outcomes:
             self.fixed = realness_anchors('seed', n_outcomes, generator=torch.Generator().manual_seed(self.seed))
         return self.fixed
@@ -241,13 +262,13 @@ class RealnessLoss(GANLossFunc):
                 f"n_outcomes={self.n_outcomes}, skew={self.skew}, needs_real={self.needs_real})")
 
 def realness_losses(objective:str='eq19', # the generator objective: 'eq18', 'eq19' (default, the official one) or 'eq20'
-                    anchors='official', # 'official' (redrawn every call), 'seed' (fixed) or a pair (A0, A1)
+                    anchors='official', # 'official' (a new pair per iteration), 'seed' (fixed) or a pair (A0, A1)
                     n_outcomes:int|None=None, # N; None: taken from the logits
-                    skew:float=0., # δ of the categorical projection (the official runs use 1)
+                    skew:float=1., # δ of the categorical projection (1 as in the official runs)
                     eps:float=1e-16, # guard inside the logarithms of the KL
                     seed:int|None=None, # seed of the anchors' draws, shared by both losses (None: a random seed)
                    ) -> tuple[RealnessLoss, RealnessLoss]: # (critic loss, generator loss)
     "The RealnessGAN critic and generator losses, as `GANLossFunc`s of (B, N) critic logits."
     if seed is None: seed = torch.Generator().seed()
-    kw = dict(objective=objective, anchors=anchors, n_outcomes=n_outcomes, skew=skew, eps=eps, seed=seed)
+    kw = dict(objective=objective, anchors=anchors, n_outcomes=n_outcomes, skew=skew, eps=eps, seed=seed, draws=AnchorDraws(seed))
     return RealnessLoss('critic', **kw), RealnessLoss('generator', **kw)

@@ -105,4 +105,6 @@ class GANLossFunc:
         if self.needs_real and real_pred is None:
             raise ValueError(f"the {self.name} {self.role} loss is relativistic: it needs C(x_r), got None")
         return self.fn(real_pred, fake_pred)
+    def reset(self):
+        "Called at the start of every training epoch; loss objects with state (RealnessGAN's anchors) start afresh."
     def __repr__(self): return f"GANLossFunc({self.name!r}, {self.role}, needs_real={self.needs_real}, gp={self.gp})"
