@@ -69,6 +69,8 @@ class DeviceSmoothLoss(AvgSmoothLoss):
 class LeanProgressCallback(ProgressCallback):
     "fastai's progress bar, showing the smoothed loss every `every` batches (reading it waits for the device)."
     def __init__(self, every:int=50): self.every = every # batches between two readings of the loss
+    @property
+    def name(self): return 'progress'   # so that `learn.no_bar()` finds it
     def after_batch(self):
         self.pbar.update(self.iter + 1)
         if self.iter % self.every == 0 and hasattr(self, 'smooth_loss'): self.pbar.comment = f'{float(self.smooth_loss):.4f}'
@@ -104,6 +106,9 @@ def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dl
                   gen_first:bool=False, # start every epoch with a generator step
                   gp_seed:int|None=None, # seed for the penalty's mixing weights
                   fused:bool|None=None, # torch's fused Adam (None: on CUDA); else its `foreach` kernels
+                  precision:str='fp32', # 'bf16': G and C under autocast, losses and penalties in float32
+                  channels_last:bool=False, # channels-last memory format for the networks' 4-d weights
+                  compile:bool|dict=False, # torch.compile G and C (a dict: torch.compile's arguments); the critic stays eager under a gradient penalty
                   loss_kwargs:dict|None=None, # for loss='realness': arguments of `realness_losses` (objective, anchors, skew, seed, ...)
                   cbs=None, # more callbacks
                   **kwargs # passed to `GANLearner`
@@ -114,6 +119,8 @@ def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dl
     recorder = GANLossRecorder()
     extra = [loss_cb, FrozenGradsCallback(), GenFirstCallback(gen_first), recorder, SkipEmptyValidation()]
     if getattr(loss_cb.crit_loss, 'gp', None): extra.append(GradientPenaltyCallback(loss_cb.crit_loss.gp, seed=gp_seed))
+    if precision != 'fp32' or channels_last: extra.append(PrecisionCallback(precision, channels_last))
+    if compile: extra.append(CompileCallback(bool(getattr(loss_cb.crit_loss, 'gp', None)), **(compile if isinstance(compile, dict) else {})))
     if fused is None: fused = torch.cuda.is_available() and getattr(dls, 'device', None) is not None and torch.device(dls.device).type == 'cuda'
     opt_func = partial(torch_adam, betas=tuple(betas), eps=eps, weight_decay=0., **({'fused': True} if fused else {'foreach': True}))
     learn = RaGANLearner(dls, generator, critic, loss_cb.gen_loss, loss_cb.crit_loss,

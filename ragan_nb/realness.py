@@ -148,7 +148,7 @@ def _n_outcomes(logits, name):
 
 def _outcome_probs(logits, name):
     _n_outcomes(logits, name)
-    return logits.softmax(dim=1)
+    return logits.float().softmax(dim=1) if logits.dtype in (torch.float16, torch.bfloat16) else logits.softmax(dim=1)
 
 def realness_critic_loss(real_logits:Tensor, # critic logits of real samples (B, N)
                          fake_logits:Tensor, # critic logits of fake samples (B, N)

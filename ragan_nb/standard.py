@@ -19,13 +19,13 @@ from torch import Tensor
 def as_scores(pred:Tensor, # raw critic output, shape (B,) or (B, 1)
               name:str='critic output' # what to call it in the error message
              ) -> Tensor: # the same values as a (B,) vector
-    "Check that `pred` is a batch of scalar critic outputs and return it flattened to shape (B,)."
+    "Check that `pred` is a batch of scalar critic outputs and return it flattened to shape (B,), in float32 at least."
     if not isinstance(pred, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(pred).__name__}")
     if pred.ndim == 2 and pred.shape[1] == 1: pred = pred[:, 0]
     if pred.ndim != 1 or pred.shape[0] == 0:
         raise ValueError(f"{name}: expected raw critic outputs of shape (B,) or (B, 1) with B >= 1, "
                          f"got shape {tuple(pred.shape)}. A scalar GAN loss needs one number per image.")
-    return pred
+    return pred.float() if pred.dtype in (torch.float16, torch.bfloat16) else pred   # losses in float32 under bf16/fp16
 
 # %% ../nbs/00_standard_losses.ipynb #dd7d0351
 def sgan_critic_loss(real_pred:Tensor, # C(x_r), raw critic outputs of real images
