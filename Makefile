@@ -29,9 +29,11 @@ data:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null && echo "installed dataset-fashion-mnist"; \
 	else echo "dataset-fashion-mnist is not installed (needs root and apt-get); ragan-train will try a download"; fi
 
-## demo: the main job on a fresh machine: 1 epoch of RaLSGAN on Fashion-MNIST on the CPU, grids in result/
+## demo: the main job on a fresh machine: 1 epoch of RaLSGAN on Fashion-MNIST on the CPU, grids in a new folder
+## result/<date-time>/fashion_mnist_RaLSGAN/ each time (so `make demo` can run again; DEMO_OUT=... picks another)
+DEMO_OUT ?= result/$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP) data
-	$(BIN)/ragan-train --dataset fashion_mnist --loss RaLSGAN --epochs 1 --device cpu --out result
+	$(BIN)/ragan-train --dataset fashion_mnist --loss RaLSGAN --epochs 1 --device cpu --out $(DEMO_OUT)
 
 ## test: every notebook (nbdev-test) and tests/ (pytest)
 test: data nbtest pytest

@@ -1,78 +1,242 @@
-"""Seconds per iteration (one critic step + one generator step): ragan_nb's GANLearner against a plain PyTorch loop.
+"""Milliseconds per GAN iteration (one critic step, then one generator step): ragan_nb's learner against a plain PyTorch loop.
 
-RaSGAN, fastai `basic_generator`/`basic_critic` at 32x32, 64 features, batch 64, 1 channel, Adam(0.5, 0.999).
-Both sides train the same networks on the same in-memory uint8 images; the order of the two is alternated over
-`--rounds` rounds and the median round is reported. Usage: `python bench/speed.py [--iters 30] [--rounds 3]`.
+RaSGAN, Adam(lr 2e-4, betas (0.5, 0.999)), one critic step then one generator step on a fresh batch, as in the papers.
+`--model toy`: the MLPs of `ragan_nb.toys` on ring8 (the CPU proxy of the fixed per-batch cost);
+`--model dcgan`: `ragan_nb.models.gan_models('dcgan')` at 32 px, 1 channel, z of 128.
+Rows: the plain loop (fp32, eager), ragan_nb fp32 eager, then ragan_nb with bf16 autocast, torch.compile,
+channels_last and all of them together, where the device and model take them. Each row is timed in chunks of
+`--iters` iterations; one round runs one chunk of every row, in an order rotated from round to round; the table gives
+the median over `--rounds` rounds of the time per iteration and of the ratio to the plain loop's chunk of the same round.
+See bench/README.md for what is timed. Example: `python bench/speed.py --model toy --bs 64 --threads 1 --no-compile`.
 """
-import argparse, copy, statistics, time
-import torch
-from fastai.vision.gan import basic_generator, basic_critic
-from ragan_nb.gandata import gan_dls
-from ragan_nb.callbacks import ragan_learner
-from ragan_nb.losses import gan_losses
+import argparse, copy, datetime, os, platform, shutil, statistics, sys, time, warnings
 
-def plain_loop(G, C, images, iters, bs=64, nz=100, device='cpu'):
-    "A hand-written loop: critic step, then a generator step on a fresh real batch (reference structure)."
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_c = torch.optim.Adam(C.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    crit, gen = gan_losses('RaSGAN')
-    perm = torch.randperm(len(images))
-    def batch(i):
-        x = images[perm[i*bs:(i+1)*bs]].to(device).float().div(127.5).sub(1)
-        return torch.randn(bs, nz, device=device), x
-    for it in range(iters):
-        z, x = batch(2*it)
-        opt_c.zero_grad()
-        with torch.no_grad(): fake = G(z)
-        crit(C(x), C(fake)).backward(); opt_c.step()
-        z, x = batch(2*it + 1)
-        for p in C.parameters(): p.requires_grad_(False)
-        opt_g.zero_grad()
-        f = C(G(z)); gen(C(x), f).backward(); opt_g.step()
-        for p in C.parameters(): p.requires_grad_(True)
-
-def time_plain(G, C, images, iters, device):
-    if device == 'cuda': torch.cuda.synchronize()
-    t = time.perf_counter(); plain_loop(G, C, images, iters, device=device)
-    if device == 'cuda': torch.cuda.synchronize()
-    return (time.perf_counter() - t) / iters
-
-def time_ragan(G, C, images, iters, device, bar):
-    dls = gan_dls(images[:64*2*iters], bs=64, noise_size=100, seed=0, device=device)
-    learn = ragan_learner(dls, G, C, loss='RaSGAN')
-    if device == 'cuda': torch.cuda.synchronize()
-    t = time.perf_counter()
-    if bar: learn.fit(1)
-    else:
-        with learn.no_bar(), learn.no_logging(): learn.fit(1)
-    if device == 'cuda': torch.cuda.synchronize()
-    return (time.perf_counter() - t) / iters
-
-if __name__ == '__main__':
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--iters', type=int, default=30)
-    p.add_argument('--rounds', type=int, default=3)
-    p.add_argument('--threads', type=int, default=2)
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--bar', action='store_true', help='show the fastprogress bar on the ragan_nb side')
-    a = p.parse_args()
+    p.add_argument('--model', choices=('toy', 'dcgan'), default='toy', help='toy: ring8 MLPs (CPU proxy); dcgan: 32-px DCGAN')
+    p.add_argument('--bs', type=int, default=64, help='batch size')
+    p.add_argument('--iters', type=int, default=None, help='iterations per timed chunk (default: 200 toy, 30 dcgan on CPU, 100 dcgan on CUDA)')
+    p.add_argument('--rounds', type=int, default=5, help='timed rounds; each runs one chunk of every row')
+    p.add_argument('--threads', type=int, default=1, help='torch (and OpenMP/MKL) threads')
+    p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
+    p.add_argument('--no-compile', action='store_true', help='skip the torch.compile rows (on the CPU compiling takes minutes)')
+    p.add_argument('--compile-mode', default=None, help="torch.compile's mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
+    p.add_argument('--rows', default=None, help='comma-separated subset of: fp32,bf16,compile,channels_last,all (default: every row the device and model take)')
+    p.add_argument('--clock', choices=('auto', 'wall', 'cpu'), default='auto',
+                   help="auto: the process's CPU time on the CPU (robust to other programs sharing the cores), wall time (with synchronize) on CUDA")
+    p.add_argument('--seed', type=int, default=0)
+    a = p.parse_args(argv)
+    for name in ('bs', 'rounds', 'threads'):
+        if getattr(a, name) < 1: p.error(f'--{name} must be a positive integer, got {getattr(a, name)}')
+    if a.iters is not None and a.iters < 1: p.error(f'--iters must be a positive integer, got {a.iters}')
+    return a
+
+if __name__ == '__main__':   # thread pools are sized when torch is imported: set the environment first
+    ARGS = parse_args()
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ[var] = str(ARGS.threads)
+
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')   # raised while importing fastai
+import torch
+import torch.nn.functional as F
+import fastai
+from fastai.callback.core import Callback
+from ragan_nb.gandata import gan_dls
+from ragan_nb.learner import ragan_learner
+from ragan_nb.models import gan_models
+from ragan_nb.toys import toy_data, mlp_generator, mlp_critic
+
+TARGETS = [  # (what, ratio at most, applies to (model, device, bs, threads) -> bool, row it is read on)
+    ('CPU toy proxy, batch 64, 1 thread', 1.15, lambda a: a.model == 'toy' and a.device == 'cpu' and a.bs == 64 and a.threads == 1, 'fp32'),
+    ('DCGAN on CPU', 1.02, lambda a: a.model == 'dcgan' and a.device == 'cpu', 'fp32'),
+    ('GPU eager fp32', 1.05, lambda a: a.device == 'cuda', 'fp32'),
+    ('GPU bf16 + compile + channels_last', 0.60, lambda a: a.device == 'cuda', 'all'),
+]
+ROW_NAMES = {'plain': 'plain PyTorch loop, fp32 eager', 'fp32': 'ragan_nb, fp32 eager', 'bf16': 'ragan_nb, bf16 autocast',
+             'compile': 'ragan_nb, torch.compile', 'channels_last': 'ragan_nb, channels_last', 'all': 'ragan_nb, all of them'}
+
+CLOCK = {'wall': time.perf_counter, 'cpu': time.process_time}
+clock = time.perf_counter   # set by `run` from --clock
+
+def sync(device):
+    if device == 'cuda': torch.cuda.synchronize()
+
+# --- models and data ---------------------------------------------------------------------------------------------
+def make_models(model):
+    "Generator, critic and the shape of one z."
+    if model == 'toy': return mlp_generator(noise_size=2), mlp_critic(), (2,)
+    G, C = gan_models('dcgan', 32, 1, 128)
+    return G, C, (128, 1, 1)
+
+def make_data(model, n, seed, device):
+    "n real samples in [-1, 1], float32, resident on `device` (both sides draw their batches from this tensor)."
+    if model == 'toy': return toy_data('ring8', n, seed=seed).to(device)
+    g = torch.Generator().manual_seed(seed)   # uniform noise images: the content does not change the time
+    return (torch.rand(n, 1, 32, 32, generator=g) * 2 - 1).to(device)
+
+def adam_kwargs(device):
+    "The same torch Adam kernels on both sides (ragan_learner's choice): fused on CUDA, foreach on the CPU."
+    return dict(lr=2e-4, betas=(0.5, 0.999), eps=1e-8, **({'fused': True} if device == 'cuda' else {'foreach': True}))
+
+# --- the plain loop ----------------------------------------------------------------------------------------------
+def _bce(x, t): return F.binary_cross_entropy_with_logits(x, torch.full_like(x, t))
+def rasgan_critic(r, f): return (_bce(r - f.mean(), 1.) + _bce(f - r.mean(), 0.)) / 2
+def rasgan_generator(r, f): return (_bce(r - f.mean(), 0.) + _bce(f - r.mean(), 1.)) / 2
+
+class PlainLoop:
+    "A hand-written RaSGAN loop: a critic step, then a generator step on a fresh real batch; noise from a device generator."
+    def __init__(self, G, C, data, bs, zshape, device, seed):
+        self.G, self.C, self.data, self.bs, self.zshape, self.device = G.to(device), C.to(device), data, bs, zshape, device
+        self.opt_g, self.opt_c = torch.optim.Adam(G.parameters(), **adam_kwargs(device)), torch.optim.Adam(C.parameters(), **adam_kwargs(device))
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def chunk(self, iters):
+        "Train `iters` iterations on 2*iters fresh batches (a new order of the data every chunk)."
+        G, C, bs = self.G, self.C, self.bs
+        perm = torch.randperm(len(self.data), device=self.device, generator=self.gen)
+        for it in range(iters):
+            i = 2 * it
+            z, x = torch.randn((bs,) + self.zshape, device=self.device, generator=self.gen), self.data[perm[i*bs:(i+1)*bs]]
+            self.opt_c.zero_grad()
+            r = C(x).view(-1)
+            with torch.no_grad(): fake = G(z)
+            rasgan_critic(r, C(fake).view(-1)).backward()
+            self.opt_c.step()
+            z, x = torch.randn((bs,) + self.zshape, device=self.device, generator=self.gen), self.data[perm[(i+1)*bs:(i+2)*bs]]
+            for p in C.parameters(): p.requires_grad_(False)
+            self.opt_g.zero_grad()
+            f = C(G(z)).view(-1)
+            rasgan_generator(C(x).view(-1), f).backward()
+            self.opt_g.step()
+            for p in C.parameters(): p.requires_grad_(True)
+
+    def time_chunk(self, iters):
+        "(seconds for `iters` iterations, None): the plain loop has no fit overhead."
+        sync(self.device); t = clock()
+        self.chunk(iters)
+        sync(self.device)
+        return clock() - t, None
+
+# --- ragan_nb ------------------------------------------------------------------------------------------------------
+class LoopStart(Callback):
+    "Time stamp just before the first batch of the training epoch (the last `before_train` handler)."
+    order = 10_000
+    def before_train(self): sync(self.learn.bench_device); self.learn.bench_t0 = clock()
+
+class LoopEnd(Callback):
+    "Time stamp just after the last batch (the first `after_train` handler)."
+    order = -10_000
+    def after_train(self): sync(self.learn.bench_device); self.learn.bench_t1 = clock()
+
+class RaganRow:
+    "One `ragan_learner`, built once; a chunk is one `fit(1)` over a DataLoader of exactly 2*iters batches."
+    def __init__(self, G, C, data, bs, zshape, device, seed, iters, **learner_kwargs):
+        dls = gan_dls(data[:2*iters*bs], bs=bs, noise_size=zshape, seed=seed, device=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            self.learn = ragan_learner(dls, G.to(device), C.to(device), loss='RaSGAN', cbs=[LoopStart(), LoopEnd()], **learner_kwargs)
+        self.learn.bench_device, self.device = device, device
+        assert len(dls.train) == 2 * iters, (len(dls.train), iters)
+
+    def time_chunk(self, iters):
+        "(seconds for the whole fit(1), seconds of it outside the batch loop)."
+        with self.learn.no_bar(), self.learn.no_logging():
+            sync(self.device); t = clock()
+            self.learn.fit(1)
+            sync(self.device); total = clock() - t
+        return total, total - (self.learn.bench_t1 - self.learn.bench_t0)
+
+def row_kwargs(row, compile_arg):
+    return dict(fp32={}, bf16=dict(precision='bf16'), compile=dict(compile=compile_arg), channels_last=dict(channels_last=True),
+                all=dict(precision='bf16', channels_last=True, compile=compile_arg))[row]
+
+def rows_for(a):
+    "The rows this device and model take (and why others are left out)."
+    rows, skipped = ['fp32'], []
+    if a.device == 'cuda' and not torch.cuda.is_bf16_supported(): skipped.append('bf16 (not supported by this GPU)')
+    else: rows.append('bf16')
+    can_compile = a.device == 'cuda' or shutil.which(os.environ.get('CXX', 'g++')) is not None
+    if a.no_compile: skipped.append('compile (--no-compile)')
+    elif not can_compile: skipped.append('compile (no C++ compiler for inductor on the CPU)')
+    else: rows.append('compile')
+    if a.model == 'dcgan': rows.append('channels_last')
+    else: skipped.append('channels_last (MLPs have no 4-d weights)')
+    if len(rows) > 2: rows.append('all')   # 'all' must differ from a single option
+    if a.rows:
+        want = a.rows.split(',')
+        bad = [r for r in want if r not in ROW_NAMES or r == 'plain']
+        if bad: raise SystemExit(f"--rows: unknown {', '.join(bad)}; choose from fp32,bf16,compile,channels_last,all")
+        rows = [r for r in rows if r in want]
+    return rows, skipped
+
+# --- the bench -----------------------------------------------------------------------------------------------------
+def device_name(device):
+    if device == 'cuda': return torch.cuda.get_device_name()
+    try:
+        with open('/proc/cpuinfo') as f: model = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration): model = platform.processor() or platform.machine()
+    return f'CPU ({model}, {os.cpu_count()} cores)'
+
+def log(*args): print(*args, file=sys.stderr, flush=True)
+
+def run(a):
+    if a.device == 'auto': a.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if a.device == 'cuda' and not torch.cuda.is_available(): raise SystemExit('--device cuda: no CUDA device here')
+    global clock
+    if a.clock == 'auto': a.clock = 'wall' if a.device == 'cuda' else 'cpu'
+    if a.clock == 'cpu' and a.device == 'cuda': raise SystemExit('--clock cpu times the host only; use --clock wall on CUDA')
+    clock = CLOCK[a.clock]
+    if a.iters is None: a.iters = 200 if a.model == 'toy' else (100 if a.device == 'cuda' else 30)
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    G0, C0 = basic_generator(32, n_channels=1, n_extra_layers=0), basic_critic(32, n_channels=1, n_extra_layers=0)
-    images = torch.randint(0, 256, (64*2*a.iters, 1, 32, 32), dtype=torch.uint8)
-    # warm-up (allocator, kernels) on both paths
-    time_plain(copy.deepcopy(G0).to(a.device), copy.deepcopy(C0).to(a.device), images, 3, a.device)
-    time_ragan(copy.deepcopy(G0), copy.deepcopy(C0), images[:64*6], 3, a.device, False)
-    rows = []
-    for r in range(a.rounds):
-        order = ['plain', 'ragan'] if r % 2 == 0 else ['ragan', 'plain']
-        res = {}
-        for which in order:
-            G, C = copy.deepcopy(G0), copy.deepcopy(C0)
-            res[which] = (time_plain(G.to(a.device), C.to(a.device), images, a.iters, a.device) if which == 'plain'
-                          else time_ragan(G, C, images, a.iters, a.device, a.bar))
-        rows.append(res)
-        print(f"round {r}: plain {res['plain']:.4f} s/it  ragan_nb {res['ragan']:.4f} s/it  ratio {res['ragan']/res['plain']:.3f}")
-    ratio = statistics.median(r['ragan']/r['plain'] for r in rows)
-    print(f"device={a.device} threads={a.threads} iters={a.iters}: plain {statistics.median(r['plain'] for r in rows):.4f} s/it, "
-          f"ragan_nb {statistics.median(r['ragan'] for r in rows):.4f} s/it, median ratio {ratio:.3f} (target <= 1.05)")
+    rows, skipped = rows_for(a)
+    compile_arg = dict(mode=a.compile_mode) if a.compile_mode else True
+    torch.manual_seed(a.seed)
+    G0, C0, zshape = make_models(a.model)
+    data = make_data(a.model, 2 * a.iters * a.bs, a.seed, a.device)
+    load0 = os.getloadavg()[0]
+    sides = {'plain': PlainLoop(copy.deepcopy(G0), copy.deepcopy(C0), data, a.bs, zshape, a.device, a.seed)}
+    for r in rows:   # every side starts from the same weights
+        sides[r] = RaganRow(copy.deepcopy(G0), copy.deepcopy(C0), data, a.bs, zshape, a.device, a.seed, a.iters, **row_kwargs(r, compile_arg))
+    warm = {}
+    for name, side in sides.items():   # warm-up: allocator, kernels, and the compilation of the compiled rows
+        t, _ = side.time_chunk(a.iters); again, _ = side.time_chunk(a.iters)
+        warm[name] = (t, again)
+        log(f'warm-up {name}: first chunk {t:.2f} s, second {again:.2f} s')
+    names = list(sides)
+    times = {n: [] for n in names}; overhead = {n: [] for n in names}
+    for rd in range(a.rounds):
+        order = names[rd % len(names):] + names[:rd % len(names)]
+        for n in order:
+            t, o = sides[n].time_chunk(a.iters)
+            times[n].append(t / a.iters); overhead[n].append(o)
+        log(f'round {rd}: ' + '  '.join(f'{n} {times[n][-1]*1e3:.2f}' for n in names) + ' ms/it')
+    load1 = os.getloadavg()[0]
+    ratios = {n: [t / p for t, p in zip(times[n], times['plain'])] for n in names}
+    print(report(a, names, times, overhead, ratios, warm, skipped, load0, load1))
+
+def report(a, names, times, overhead, ratios, warm, skipped, load0, load1):
+    med = statistics.median
+    what = ('toy MLPs (`ragan_nb.toys`, z of 2) on ring8' if a.model == 'toy' else 'DCGAN (`gan_models`), 32 px, 1 channel, z of 128')
+    out = [f"**{what}**, RaSGAN, batch {a.bs}, {a.iters} iterations per chunk, {a.rounds} rounds", '',
+           f"device: {device_name(a.device)} · torch {torch.__version__} · fastai {fastai.__version__} · threads {torch.get_num_threads()} · "
+           f"{a.clock} clock · {datetime.date.today()} · load average {load0:.1f} at the start, {load1:.1f} at the end", '',
+           '| run | ms / iteration | ratio to plain (median) | ratio range | fit overhead, ms per fit |', '|---|---|---|---|---|']
+    for n in names:
+        o = '–' if n == 'plain' else f'{med(overhead[n])*1e3:.1f}'
+        rng = '–' if n == 'plain' else f'{min(ratios[n]):.2f}–{max(ratios[n]):.2f}'
+        out.append(f'| {ROW_NAMES[n]} | {med(times[n])*1e3:.2f} | {med(ratios[n]):.2f} | {rng} | {o} |')
+    out.append('')
+    if skipped: out.append('Not run: ' + '; '.join(skipped) + '.')
+    for n in names:
+        if n in ('compile', 'all'):
+            extra = warm[n][0] - med(times[n]) * a.iters
+            out.append(f"{ROW_NAMES[n]}: the first (warm-up) chunk took {warm[n][0]:.1f} s, about {extra:.1f} s of it compiling; "
+                       f"the second {warm[n][1]:.1f} s.")
+    out += ['', 'Targets (issue 16, ratio to the plain fp32 eager loop):', '']
+    for what, limit, applies, row in TARGETS:
+        got = ''
+        if applies(a) and row in ratios:
+            r = med(ratios[row]); got = f' · this run ({ROW_NAMES[row]}): {r:.2f}, ' + ('met' if r <= limit else f'missed by {r - limit:.2f}')
+        out.append(f'- {what}: ≤ {limit:.2f}{got}')
+    return '\n'.join(out)
+
+if __name__ == '__main__': run(ARGS)

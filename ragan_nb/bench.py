@@ -6,22 +6,20 @@ Docs: https://ragan-nb.github.io/ragan_nb/bench.html.md"""
 
 # %% auto #0
 __all__ = ['BENCH_LOSSES', 'LUCIC_FMNIST', 'BUDGET_KEYS', 'COLUMNS', 'bench_train', 'bench_eval', 'summarize', 'markdown_table',
-           'bench_plots', 'bench', 'ragan_bench']
+           'bench_plots', 'bench']
 
 # %% ../nbs/21_bench.ipynb #22183655
-import json, os, sys, time, warnings
+import json, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-# fastai's import trips torch's deprecation notice for torch.jit.script; it is not ours to act on
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')
-from fastcore.script import call_parse
-from .losses import LOSSES
+from .losses import REALNESS
 from .toys import TOYS
-from .data import DATASETS, DatasetNotFoundError
-from .train import REALNESS, train, last_checkpoint, run_dir_of, sample, check_config, NOISE_SIZE
-from .evaluate import evaluate, check_metrics, default_metrics, load_generator
+from .config import NOISE_SIZE, check_config
+from .runs import atomic_write, run_dir_of, last_checkpoint, read_checkpoint, load_generator, sample
+from .train import train
+from .evaluate import evaluate, check_metrics, default_metrics
 
 # %% ../nbs/21_bench.ipynb #bcd5778e
 BENCH_LOSSES = ('SGAN', 'LSGAN', 'RSGAN', 'RaSGAN', 'RaLSGAN', 'RaHingeGAN', REALNESS)
@@ -30,9 +28,6 @@ BUDGET_KEYS = ('dataset', 'epochs', 'n_images', 'bs', 'n', 'n_real')
 COLUMNS = [('fid', 'FID', 1), ('kid', 'KID ×10³', 1000), ('cfd', 'classifier FD', 1), ('classes_covered', 'classes', 1),
            ('kl_uniform', 'KL(classes‖U)', 1), ('modes', 'modes', 1), ('high_quality', '% in 3σ', 1)]
 
-def _write_csv(df:pd.DataFrame, fn:Path):
-    tmp = fn.with_name(fn.name + '.tmp'); df.to_csv(tmp, index=False); tmp.replace(fn)
-
 def _run_dir(out:Path, budget:dict, loss:str, seed:int) -> Path:
     return run_dir_of(Path(out)/'runs'/f'seed{seed}', budget['dataset'], loss)
 
@@ -40,13 +35,13 @@ def bench_train(out:Path, loss:str, seed:int, budget:dict, device=None) -> dict:
     "Train one run of the grid (resume it if it was cut off; nothing if it is done); its status and training time."
     d = _run_dir(out, budget, loss, seed)
     ck = last_checkpoint(d)
-    if ck is not None and torch.load(ck, map_location='cpu', weights_only=False)['epoch'] >= budget['epochs']:
+    if ck is not None and read_checkpoint(ck)['epoch'] >= budget['epochs']:
         return dict(status='ok', train_s=json.loads((d/'train_s.json').read_text()) if (d/'train_s.json').is_file() else None)
     t0 = time.perf_counter()
     learn = train(d.parent, resume=ck is not None, quiet=True, dataset=budget['dataset'], loss=loss, epochs=budget['epochs'],
                   n_images=budget['n_images'], bs=budget['bs'], seed=seed, device=device)
     dt = round(time.perf_counter() - t0, 1)
-    (d/'train_s.json').write_text(json.dumps(dt))
+    atomic_write(d/'train_s.json', json.dumps(dt))
     return dict(status='diverged' if learn.nonfinite is not None else 'ok', train_s=dt)
 
 def bench_eval(out:Path, loss:str, seed:int, budget:dict, metrics:tuple, device=None) -> dict:
@@ -56,7 +51,7 @@ def bench_eval(out:Path, loss:str, seed:int, budget:dict, metrics:tuple, device=
         warnings.filterwarnings('ignore', message='FID from')   # the benchmark's N is stated with the table
         r = evaluate(G, budget['dataset'], metrics, n=budget['n'], n_real=budget['n_real'], seed=seed, size=cfg['size'],
                      device=device)
-    hist = torch.load(fn, map_location='cpu', weights_only=False)['history']
+    hist = read_checkpoint(fn)['history']
     return dict(iterations=sum(h['kind'] == 'generator' for h in hist), eval_s=round(r['seconds'], 1),
                 **{k: r[k] for k, _, _ in COLUMNS if k in r})
 
@@ -109,9 +104,43 @@ def bench_plots(df:pd.DataFrame, out:Path, dataset:str):
     fig.tight_layout(); fig.savefig(out/'samples.png', dpi=100, bbox_inches='tight'); plt.close(fig)
 
 # %% ../nbs/21_bench.ipynb #614fcb0b
+def _done_rows(out:Path, budget:dict) -> pd.DataFrame:
+    "The rows of `out/results.csv` (none if there is no such file); a `ValueError` if they were made under another budget."
+    fn = out/'results.csv'
+    df = pd.read_csv(fn) if fn.is_file() else pd.DataFrame()
+    if len(df):
+        first = {k: df[k].iloc[0] for k in BUDGET_KEYS}
+        old = {k: None if pd.isna(v) else v.item() if hasattr(v, 'item') else v for k, v in first.items()}
+        if old != budget: raise ValueError(f"{out} holds results of another budget ({old}); use another --out")
+    return df
+
+def _note(budget:dict, seeds:list, df:pd.DataFrame) -> str:
+    "The sentence above the table: the budget, in words."
+    it = int(df.iterations.dropna().iloc[0]) if 'iterations' in df and df.iterations.notna().any() else None
+    return (f"{budget['dataset']}, {budget['epochs']} epoch(s) over {budget['n_images'] or 'all'} training images, batch {budget['bs']}"
+            + (f" ({it} generator iterations)" if it else '') + f"; {budget['n']} generated samples"
+            + ('' if budget['dataset'] in TOYS else f" against {budget['n_real'] or 'all'} test images")
+            + f"; mean ± sd over seeds {', '.join(map(str, seeds))}.")
+
+def _run_all(out:Path, df:pd.DataFrame, todo:list, budget:dict, metrics:tuple, device, verbose:bool) -> pd.DataFrame:
+    "Train every (loss, seed) of `todo`, then evaluate them (evaluation may need reference statistics), saving each row."
+    t0, trained = time.perf_counter(), {}
+    say = lambda msg: print(f"{msg}; {time.perf_counter() - t0:.0f} s so far", flush=True) if verbose else None
+    for i, (l, s) in enumerate(todo):
+        trained[l, s] = tr = bench_train(out, l, s, budget, device=device)
+        say(f"[train {i + 1}/{len(todo)}] {l} seed {s}: {tr['status']}, {tr['train_s']} s")
+    for i, (l, s) in enumerate(todo):
+        row = dict(loss=l, seed=s, **budget, **trained[l, s])
+        if row['status'] == 'ok': row.update(bench_eval(out, l, s, budget, metrics, device=device))
+        df = pd.concat([df, pd.DataFrame([row])], ignore_index=True)
+        atomic_write(out/'results.csv', lambda t: df.to_csv(t, index=False))
+        say(f"[eval {i + 1}/{len(todo)}] {l} seed {s}: " + ', '.join(f"{k} {row[k]:.4g}" for k, _, _ in COLUMNS if k in row)
+            + f"; eval {row.get('eval_s', 0):.0f} s")
+    return df
+
 def bench(out:str|Path='bench', # folder for results.csv, results.md, plots and the run folders
           dataset:str='fashion_mnist', # a dataset or toy
-          losses=BENCH_LOSSES, # loss names (`LOSSES`, '-GP' variants, 'realness')
+          losses=BENCH_LOSSES, # loss names (`LOSS_NAMES`, '-GP' variants)
           seeds=(0, 1, 2), # one run per loss and seed
           epochs:int=1, # training budget: epochs over ...
           n_images:int|None=None, # ... the first n_images training images (default: all)
@@ -120,71 +149,22 @@ def bench(out:str|Path='bench', # folder for results.csv, results.md, plots and 
           n_real:int|None=None, # real test images (default: the whole test split)
           metrics=None, # default: `default_metrics(dataset)`
           device=None, # default: cuda when available
-          verbose:bool=True,
+          verbose:bool=True, # a line per trained and per evaluated run, and the table
          ) -> pd.DataFrame: # the summary (one row per loss)
     "Train and evaluate every (loss, seed) with the same budget; write results.csv, results.md, metrics.png, samples.png."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    losses, seeds = list(losses), [int(s) for s in seeds]
+    out, losses, seeds = Path(out), list(losses), [int(s) for s in seeds]
     for l in losses: check_config(dataset=dataset, loss=l, epochs=epochs, n_images=n_images, bs=bs, device=device)
     metrics = check_metrics(metrics or default_metrics(dataset), dataset)
     if not (isinstance(n, int) and n >= 2): raise ValueError(f"n must be an integer >= 2, got {n!r}")
     budget = dict(dataset=dataset, epochs=epochs, n_images=n_images, bs=bs, n=n, n_real=n_real)
-    fn = out/'results.csv'
-    df = pd.read_csv(fn) if fn.is_file() else pd.DataFrame()
-    if len(df):
-        old = {k: (None if pd.isna(df[k].iloc[0]) else df[k].iloc[0].item() if hasattr(df[k].iloc[0], 'item') else df[k].iloc[0])
-               for k in BUDGET_KEYS}
-        if old != budget: raise ValueError(f"{out} holds results of another budget ({old}); use another --out")
-    t0, todo = time.perf_counter(), [(l, s) for l in losses for s in seeds
-                                     if not len(df) or not ((df.loss == l) & (df.seed == s)).any()]
+    out.mkdir(parents=True, exist_ok=True)
+    df = _done_rows(out, budget)
+    todo = [(l, s) for l in losses for s in seeds if not len(df) or not ((df.loss == l) & (df.seed == s)).any()]
     if verbose: print(f"{len(losses) * len(seeds) - len(todo)} of {len(losses) * len(seeds)} runs already done; {len(todo)} to go")
-    trained = {}
-    for i, (l, s) in enumerate(todo):   # first every training, then every evaluation (which may need reference statistics)
-        trained[l, s] = bench_train(out, l, s, budget, device=device)
-        if verbose: print(f"[train {i + 1}/{len(todo)}] {l} seed {s}: {trained[l, s]['status']}, {trained[l, s]['train_s']} s; "
-                          f"{time.perf_counter() - t0:.0f} s so far", flush=True)
-    for i, (l, s) in enumerate(todo):
-        row = dict(loss=l, seed=s, **budget, **trained[l, s])
-        if row['status'] == 'ok': row.update(bench_eval(out, l, s, budget, metrics, device=device))
-        df = pd.concat([df, pd.DataFrame([row])], ignore_index=True)
-        _write_csv(df, fn)
-        if verbose:
-            msg = ', '.join(f"{k} {row[k]:.4g}" for k, _, _ in COLUMNS if k in row)
-            print(f"[eval {i + 1}/{len(todo)}] {l} seed {s}: {msg}; eval {row.get('eval_s', 0):.0f} s; "
-                  f"{time.perf_counter() - t0:.0f} s so far", flush=True)
+    df = _run_all(out, df, todo, budget, metrics, device, verbose)
     df = df[df.loss.isin(losses) & df.seed.isin(seeds)]
-    s = summarize(df)
-    it = int(df.iterations.dropna().iloc[0]) if 'iterations' in df and df.iterations.notna().any() else None
-    note = (f"{dataset}, {epochs} epoch(s) over {n_images or 'all'} training images, batch {bs}"
-            + (f" ({it} generator iterations)" if it else '') + f"; {n} generated samples"
-            + ('' if dataset in TOYS else f" against {n_real or 'all'} test images")
-            + f"; mean ± sd over seeds {', '.join(map(str, seeds))}.")
-    (out/'results.md').write_text(markdown_table(s, note))
+    s, note = summarize(df), _note(budget, seeds, df)
+    atomic_write(out/'results.md', markdown_table(s, note))
     bench_plots(df, out, dataset)
     if verbose: print(markdown_table(s, note))
     return s
-
-# %% ../nbs/21_bench.ipynb #5a6837e6
-@call_parse
-def ragan_bench(
-    out:str='bench', # folder for results.csv, results.md, metrics.png, samples.png and the run folders
-    dataset:str='fashion_mnist', # a dataset or toy
-    losses:str=','.join(BENCH_LOSSES), # comma-separated loss names
-    seeds:str='0,1,2', # comma-separated seeds
-    epochs:int=1, # epochs per run
-    n_images:int=None, # train on the first N images (default: all)
-    bs:int=64, # batch size
-    n:int=1000, # generated samples evaluated per run
-    n_real:int=None, # real test images (default: all)
-    metrics:str=None, # comma-separated (default: all that apply)
-    device:str=None, # cpu or cuda (default: cuda when available)
-):
-    "Train every loss x seed with the same budget, evaluate, and write a CSV, a markdown table and plots."
-    import matplotlib; matplotlib.use('Agg')
-    try:
-        sd = [int(x) for x in seeds.split(',')]
-        bench(out, dataset, losses.split(','), sd, epochs=epochs, n_images=n_images, bs=bs, n=n, n_real=n_real,
-              metrics=metrics, device=device)
-    except (ValueError, FileNotFoundError, DatasetNotFoundError) as e:
-        print(f"ragan-bench: error: {e}", file=sys.stderr, flush=True); sys.exit(2)
-    print(f"written: {Path(out)/'results.csv'}, {Path(out)/'results.md'}, {Path(out)/'metrics.png'}, {Path(out)/'samples.png'}")

@@ -31,20 +31,33 @@ class GANDataLoader(DataLoader):
         super().__init__(dataset=images, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=0, **kwargs)
         self.images, self.noise_size = images, tuple(noise_size) if isinstance(noise_size, (tuple, list)) else (noise_size,)
         self.seed = seed
-        self.gen = torch.Generator()
+        self.gen = torch.Generator()   # the state at the start of the next epoch
         if seed is not None: self.gen.manual_seed(seed)
         else: self.gen.seed()   # a random seed for this generator only (torch.seed() would reseed the global one)
 
+    def before_iter(self):
+        "Each pass draws from a copy of `gen`, so a pass left unfinished (a peek) leaves `gen` as it was."
+        super().before_iter()
+        self._pass_gen = torch.Generator().set_state(self.gen.get_state())
+
+    def after_iter(self):
+        "A finished pass is an epoch: `gen` moves on to where the pass's copy ended."
+        super().after_iter()
+        self.gen.set_state(self._pass_gen.get_state())
+
+    def _draw_gen(self): return getattr(self, '_pass_gen', None) or self.gen
+
     def get_idxs(self):
         "All indices, in a new order each epoch drawn from the loader's own generator."
-        return torch.randperm(self.n, generator=self.gen).tolist() if self.shuffle else list(range(self.n))
+        return torch.randperm(self.n, generator=self._draw_gen()).tolist() if self.shuffle else list(range(self.n))
 
     def create_batches(self, samps):
         "Yield `(noise, real)` for each chunk of indices."
+        g = self._draw_gen()
         for idx in self.chunkify(samps):
             real = self.images[torch.as_tensor(idx)]
             real = real.float().div(127.5).sub(1) if real.dtype == torch.uint8 else real
-            noise = torch.randn((len(idx),) + self.noise_size, generator=self.gen, dtype=real.dtype)
+            noise = torch.randn((len(idx),) + self.noise_size, generator=g, dtype=real.dtype)
             yield noise, real
 
 # %% ../nbs/06_gandata.ipynb #1d26d5c2

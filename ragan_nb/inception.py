@@ -123,7 +123,7 @@ class InceptionFeatures(nn.Module):
 class InceptionMetrics:
     "FID and KID (torchmetrics) of generated images against real ones, one TF-Inception pass per batch."
     def __init__(self,
-                 features:InceptionFeatures|None=None, # the extractor (default: a new `InceptionFeatures`)
+                 features:'InceptionFeatures|None'=None, # the extractor (default: a new `InceptionFeatures`)
                  kid_subset_size:int=1000, # KID subset size m (reduced to the smaller side if needed)
                  kid_subsets:int=100, # KID subsets averaged
                  device:str|torch.device|None=None, # default: cuda when available
@@ -188,7 +188,7 @@ class InceptionMetrics:
 
     def load_real(self, fn:str|Path) -> dict:
         "Load real statistics saved by `save_real`; return their `meta`."
-        st = torch.load(fn, map_location=self.device, weights_only=False)
+        st = torch.load(fn, map_location=self.device, weights_only=True)
         self.fid.load_state_dict(st['fid'], strict=False); self.kid.load_state_dict(st['kid'], strict=False)
         return st['meta']
 
@@ -201,7 +201,7 @@ def reference_metrics(dataset:str, # one of `ragan_nb.data.DATASETS`
                       cache:bool=True, # read and write the cache
                       verbose:bool=True, # progress bar and a line saying what was used
                       **kwargs # passed to `InceptionMetrics`
-                     ) -> InceptionMetrics:
+                     ) -> 'InceptionMetrics': # holding the real statistics
     "An `InceptionMetrics` holding the real statistics of a dataset split (cached)."
     m = InceptionMetrics(**kwargs)
     imgs = load_images(dataset, path, split=split, size=size)

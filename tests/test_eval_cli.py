@@ -45,11 +45,12 @@ def test_eval_fid_few_samples_warns(fmnist_run):
 @pytest.mark.parametrize('args, msg', [
     (['{nowhere}'], 'does not exist'),
     (['{empty}'], 'holds no checkpoints'),
-    (['{notck}'], 'not a readable checkpoint'),
+    (['{notck}'], 'notck.pth is not a ragan-train checkpoint'),
     (['{run}', '--metrics', 'fid,modes'], "not defined for fashion_mnist"),
     (['{run}', '--metrics', 'fdi'], "unknown metric 'fdi'"),
     (['{run}', '--n', '1'], '--n must be >= 2'),
-    (['{run}', '--device', 'tpu'], "unknown --device"),
+    (['{run}', '--device', 'tpu'], "unknown device 'tpu'; choose one of cpu"),
+    (['{run}', '--device', 'cuda:99'], "device 'cuda:99' is not available here"),
 ])
 def test_eval_bad_input(fmnist_run, tmp_path, args, msg):
     (tmp_path/'empty').mkdir(); (tmp_path/'notck.pth').write_text('not a checkpoint')
@@ -57,3 +58,12 @@ def test_eval_bad_input(fmnist_run, tmp_path, args, msg):
     p = ev(*[a.format(**paths) for a in args])
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert p.stderr.startswith('ragan-eval: error:') and msg in p.stderr and 'Traceback' not in p.stderr, p.stderr
+
+def test_train_and_eval_check_device_the_same_way(fmnist_run, tmp_path):
+    "One check of --device for both commands: the same values, the same sentence after the command's name."
+    for dev in ('tpu', 'cuda:99', 'mps:1'):
+        t = train('--dataset', 'fashion_mnist', '--n-images', '64', '--device', dev, '--out', tmp_path)
+        e = ev(fmnist_run, '--device', dev)
+        assert t.returncode == e.returncode == 2, (t.stderr, e.stderr)
+        assert t.stderr.removeprefix('ragan-train: ') == e.stderr.removeprefix('ragan-eval: '), (t.stderr, e.stderr)
+    assert not list(tmp_path.iterdir())   # nothing written for a refused run

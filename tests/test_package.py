@@ -51,6 +51,25 @@ def test_wheel_installs_the_ragan_train_command(wheel):
     z = zipfile.ZipFile(wheel)
     ep, = [n for n in z.namelist() if n.endswith('.dist-info/entry_points.txt')]
     eps = z.read(ep).decode()
-    for line in ('ragan-train = ragan_nb.train:ragan_train', 'ragan-eval = ragan_nb.evaluate:ragan_eval',
-                 'ragan-bench = ragan_nb.bench:ragan_bench'):
+    for line in ('ragan-train = ragan_nb.cli:ragan_train', 'ragan-eval = ragan_nb.cli:ragan_eval',
+                 'ragan-bench = ragan_nb.cli:ragan_bench'):
         assert line in eps, (line, eps)
+
+# the order of the library's modules: each may import only from modules above it (nothing imports cli)
+PIPELINE = ['standard', 'relativistic', 'fdiv', 'penalty', 'realness', 'losses', 'gandata', 'data', 'toys', 'models',
+            'callbacks', 'augment', 'ema', 'learner', 'config', 'runs', 'train', 'inception', 'classifier', 'modes',
+            'evaluate', 'bench', 'cli']
+
+def test_modules_import_only_from_modules_above():
+    for py in sorted((ROOT/'ragan_nb').glob('*.py')):
+        if py.name in ('__init__.py', '_modidx.py'): continue
+        assert py.stem in PIPELINE, f"{py.name}: add the module to PIPELINE, in its place"
+        for dep in re.findall(r'^\s*from\s+(?:\.|ragan_nb\.)(\w+)\s+import', py.read_text(), re.M):
+            assert PIPELINE.index(dep) < PIPELINE.index(py.stem), f"{py.name} imports from {dep}, which comes after it"
+
+def test_entry_points_run(tmp_path):
+    "The installed commands start, and each answers --help."
+    for cmd in ('ragan-train', 'ragan-eval', 'ragan-bench'):
+        r = subprocess.run([str(Path(sys.executable).parent/cmd), '--help'], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith('usage: ' + cmd), (cmd, r.stderr)
+        assert 'Warning' not in r.stderr, r.stderr

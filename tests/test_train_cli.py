@@ -23,15 +23,24 @@ def snapshot(d):
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(d).rglob('*')) if p.is_file()}
 
 def params(fn):
-    return torch.load(fn, map_location='cpu', weights_only=False)
+    "A checkpoint, loaded as a user should load an untrusted file: tensors and plain Python only."
+    return torch.load(fn, map_location='cpu', weights_only=True)
+
+def assert_same(a, b, where=''):
+    "Nested dicts and lists of tensors and plain values, equal bit for bit."
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a: assert_same(a[k], b[k], f'{where}/{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)): assert_same(x, y, f'{where}/{i}')
+    else: assert (torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b), where
 
 def assert_same_state(a, b):
+    "Two checkpoints hold the same epoch, weights, optimiser state (Adam's moments and steps) and random state."
     ca, cb = params(a), params(b)
-    assert ca['epoch'] == cb['epoch']
-    for k, v in ca['model'].items(): assert torch.equal(v, cb['model'][k]), k
-    for sa, sb in zip(ca['opt']['state'], cb['opt']['state']):
-        for k in sa:
-            if isinstance(sa[k], torch.Tensor): assert torch.equal(sa[k], sb[k]), k
+    assert ca['epoch'] == cb['epoch'] and len(ca['opt']['state'])
+    for k in ('model', 'opt', 'rng'): assert_same(ca[k], cb[k], k)
 
 def test_data_present():
     "The data the tests rely on: the official MNIST test set beside the project, Debian's Fashion-MNIST package."
@@ -52,7 +61,7 @@ def good_run(tmp_path_factory):
 
 BAD = {
     'dataset':   (['--dataset', 'svhn'], "invalid choice: 'svhn'"),
-    'loss':      (['--loss', 'RaFooGAN'], "unknown loss 'RaFooGAN'"),
+    'loss':      (['--loss', 'RaFooGAN'], "Unknown GAN loss 'RaFooGAN'"),
     'arch':      (['--arch', 'resnet'], "unknown architecture 'resnet'"),
     'size-sngan':(['--arch', 'sngan', '--size', '28'], 'takes 32-px images only'),
     'size-dcgan':(['--size', '30'], 'takes images of side 4·2^k or 7·2^k'),
@@ -60,6 +69,11 @@ BAD = {
     'bs':        (['--bs', '-4'], 'bs must be a positive integer'),
     'lr':        (['--lr', '0'], 'lr must be a positive number'),
     'lr-neg':    (['--lr=-1e-4'], 'lr must be a positive number'),
+    'n-crit':    (['--n-crit', '0'], 'n_crit must be a positive integer'),
+    'realness-gp': (['--loss', 'realness', '--gp', '10'], "RealnessGAN's critic outputs N logits"),
+    'device':    (['--device', 'tpu'], "unknown device 'tpu'; choose one of cpu"),
+    'device-gpu':(['--device', 'cuda:99'], "device 'cuda:99' is not available here"),
+    'data':      (['--data', '/no/such/folder'], 'data: /no/such/folder is not a folder'),
     'fresh-run-over-a-run': ([], 'already holds a run (up to epoch_001): continue it with --resume'),
 }
 
@@ -175,3 +189,26 @@ def test_realness_loss_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     ck = params(tmp_path/'mnist_realness'/'checkpoints'/'epoch_001.pth')
     assert ck['model']['critic.8.weight'].shape[0] == 51   # N outcomes of the official image runs
+
+def test_checkpoints_sort_by_epoch_number(tmp_path):
+    "A run past epoch 999: --resume continues from epoch_1000.pth, not from epoch_999.pth (which sorts last as text)."
+    args = ['--dataset', 'grid9', '--n-images', 128, '--bs', 64, '--device', 'cpu', '--quiet', '--out', tmp_path]
+    assert run(*args, '--epochs', 2).returncode == 0
+    ckdir = tmp_path/'grid9_RaLSGAN'/'checkpoints'
+    ck = params(ckdir/'epoch_002.pth')
+    for e in (998, 999, 1000):   # the same state, relabelled as if the run had gone on that long
+        torch.save({**ck, 'epoch': e}, ckdir/f'epoch_{e}.pth')
+    (ckdir/'epoch_002.pth').unlink(); (ckdir/'epoch_001.pth').unlink()
+    r = run(*args, '--epochs', 1001, '--resume')
+    assert r.returncode == 0, r.stderr
+    assert 'epoch 1001/1001' in r.stdout
+    # the 3 latest are kept: as text, epoch_998 and epoch_999 sort after epoch_1001 and epoch_1000 would have gone
+    assert sorted(p.name for p in ckdir.iterdir()) == ['epoch_1000.pth', 'epoch_1001.pth', 'epoch_999.pth']
+    assert params(ckdir/'epoch_1001.pth')['epoch'] == 1001
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    ckdir = tmp_path/'mnist_RaLSGAN'/'checkpoints'; ckdir.mkdir(parents=True)
+    (ckdir/'epoch_001.pth').write_text('not a checkpoint')
+    r = run(*tiny(tmp_path, '--resume', '--epochs', 2))
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert f"error: {ckdir/'epoch_001.pth'} is not a ragan-train checkpoint" in r.stderr, r.stderr

@@ -2,14 +2,24 @@
 
 1. nbdev processes `nbs/` into `_proc/`, as `nbdev-docs` does before it calls Quarto: directives, `show_doc`
    (the API reference), hidden cells, frontmatter.
-2. smalldocs, a pure-Python renderer, reads the same `_quarto.yml` (navbar, sidebar, KaTeX maths) and writes
-   the website into `_proc/_docs`, which is moved to `_docs/`, where `nbdev-docs` puts its own.
+2. smalldocs, a pure-Python renderer, reads the same `_quarto.yml` (navbar, sidebar, page navigation, KaTeX maths)
+   and writes the website into `_proc/_docs`, which is moved to `_docs/`, where `nbdev-docs` puts its own.
 3. KaTeX comes from `tools/katex/` (vendored, MIT) instead of a CDN, so the site works offline.
 
-Two adaptations, each in one function below: the processing runs only the cells the docs need (`only_doc_cells`),
-and smalldocs 0.5.4 (pinned in pyproject.toml) learns Quarto's `output-file` (`quarto_output_files`), so pages get
-nbdev's URLs (`05_losses.ipynb` -> `losses.html`). Where Quarto is installed, `nbdev-docs` builds the site from the
-same `_quarto.yml`. `python tools/build_docs.py --force` reprocesses every notebook instead of only changed ones."""
+The adaptations, each in one function below:
+- the processing runs only the cells the docs need (`only_doc_cells`);
+- saved outputs read as a notebook shows them (`notebook_streams`): text a carriage return overwrote (console
+  progress bars) is gone, and Python's warnings, which name local files, are left out of stderr;
+- headings ending in ` -` are hidden, the whole line, even with text below it in the cell (`hide_dash_headings`);
+- `show_doc` signatures: no `__main__.` or package path on a type, and a callback shows its own `__init__`, not
+  fastai's event hooks (`tidy_signatures`); backticked fastai names link to docs.fast.ai (`link_fastai_names`);
+- smalldocs 0.5.4 (pinned in pyproject.toml) learns Quarto's `output-file` (`quarto_output_files`), so pages get
+  nbdev's URLs (`05_losses.ipynb` -> `losses.html`);
+- in the written pages, links to this site's published address become relative, so the offline site stays offline,
+  and a signature line too long for the column wraps under its own indent (`tidy_pages`).
+Where Quarto is installed, `nbdev-docs` builds the site from the same `_quarto.yml`.
+`python tools/build_docs.py --force` reprocesses every notebook instead of only changed ones (a change to this file
+forces it too)."""
 import os, re, shutil, sys, time
 from pathlib import Path
 
@@ -45,12 +55,107 @@ def only_doc_cells():
     _do_eval.doc_cells_only = True
     P._do_eval, P.exec_show_docs.begin = _do_eval, _begin
 
+# ---------------------------------------------------------------- saved outputs, as a notebook shows them
+
+# a record of warnings.showwarning: `file.py:12: UserWarning: message`, then the source line, indented by two spaces
+_WARNING = re.compile(r'^[ \t]*\S+\.py:\d+: [A-Z]\w*Warning: .*(?:\n|$)(?:  \S.*(?:\n|$))?', re.MULTILINE)
+
+def overwrite_cr(text:str) -> str:
+    "What a terminal or Jupyter shows of `text`: on each line, what follows a carriage return writes over what came before."
+    out = []
+    for line in text.split('\n'):
+        shown = ''
+        for part in line.split('\r'): shown = part + shown[len(part):]
+        out.append(shown.rstrip() if '\r' in line else shown)
+    return '\n'.join(out)
+
+def clean_stream(text:str) -> str:
+    "A stream output as a reader should see it: no Python warnings, carriage returns applied, no blank lines left by progress bars."
+    text = _WARNING.sub('', text)
+    if '\r' not in text: return text
+    lines = overwrite_cr(text).split('\n')
+    return '\n'.join(l for i, l in enumerate(lines) if l.strip(' █') or i == len(lines) - 1)
+
+def notebook_streams(cell):
+    "nbdev processor: stream outputs as `clean_stream` gives them; an output left empty is dropped."
+    if cell.cell_type != 'code' or not cell.get('outputs'): return
+    for o in cell.outputs:
+        if o.get('output_type') == 'stream':
+            t = ''.join(o.text) if isinstance(o.text, list) else o.text
+            if (c := clean_stream(t)) != t: o['text'] = c.rstrip() + '\n'
+    cell['outputs'] = [o for o in cell.outputs if o.get('output_type') != 'stream' or ''.join(o.text).strip()]
+
+_DASH_HEADING = re.compile(r'^#{1,6}\s+.*\s-\s*$\n?', re.MULTILINE)
+
+def hide_dash_headings(cell):
+    "nbdev processor: hide every heading line that ends in ` -` (nbdev hides such a heading only when it is alone in its cell)."
+    if cell.cell_type != 'markdown' or not cell.get('source'): return
+    src = _DASH_HEADING.sub('', cell.source)
+    if src.strip(): cell.source = src.lstrip('\n')
+    else: del cell['source']
+hide_dash_headings.__name__ = 'rm_header_dash'   # takes nbdev's place (and its name, for `skip_procs`)
+
+def add_processors():
+    "Put `hide_dash_headings` in place of nbdev's `rm_header_dash`, and `notebook_streams` right after `strip_ansi`."
+    import nbdev.processors as P
+    if getattr(P.FilterDefaults.base_procs, 'ragan_nb', False): return
+    base = P.FilterDefaults.base_procs
+    def base_procs(self):
+        procs = [hide_dash_headings if p is P.rm_header_dash else p for p in base(self)]
+        i = procs.index(P.strip_ansi) + 1
+        return procs[:i] + [notebook_streams] + procs[i:]
+    base_procs.ragan_nb = True
+    P.FilterDefaults.base_procs = base_procs
+
+# ---------------------------------------------------------------- show_doc
+
+def short_type(s:str) -> str:
+    "A type as a reader writes it: `__main__.X` and `ragan_nb.losses.X` -> `X`, `torch.nn.modules.module.Module` -> `nn.Module`."
+    s = re.sub(r'\b(?:__main__|ragan_nb(?:\.\w+)*)\.(?=[A-Za-z_])', '', s)
+    return re.sub(r'\btorch\.nn\.modules\.(?:\w+\.)+(?=[A-Z])', 'nn.', s)
+
+def tidy_signatures():
+    """Patch fastcore's docments (which `show_doc` uses): types through `short_type`, and no fastai event hooks.
+
+    fastai's `Callback` takes every event (`after_create=None, before_fit=None, ...`) as a keyword through fastcore's
+    `funcs_kwargs`, so a callback without its own `__init__` would list all 24; only the callback's own arguments stay."""
+    import fastcore.docments as D
+    if getattr(D._type_str, 'ragan_nb', False): return
+    type_str, init = D._type_str, D._DocmentBase.__init__
+    def _type_str(anno): return short_type(type_str(anno))
+    def __init__(self, obj):
+        init(self, obj)
+        hooks = set(getattr(obj, '_methods', None) or ()) if isinstance(obj, type) else set()
+        for k in [k for k, v in self.dm.items() if k in hooks and v.get('default') is None]: del self.dm[k]
+    _type_str.ragan_nb = True
+    D._type_str, D._DocmentBase.__init__ = _type_str, __init__
+
+def link_fastai_names():
+    """nbdev links a backticked name to the docs of the library it comes from, but finds a bare name (`Learner`) only in
+    the libraries of `strip_libs` (default: this one). Where pyproject.toml sets none, use this library, then fastai."""
+    import nbdev.processors as P
+    from nbdev.config import get_config
+    from nbdev.doclinks import NbdevLookup
+    if getattr(P.NbdevLookup, 'ragan_nb', False): return
+    libs = get_config().get('strip_libs') or f'{get_config().lib_name} fastai'
+    class Lookup(NbdevLookup):
+        ragan_nb = True
+        def __init__(self, strip_libs=None, incl_libs=None, skip_mods=None, ns=None):
+            super().__init__(strip_libs or libs, incl_libs, skip_mods, ns)
+    P.NbdevLookup = Lookup
+
+# ---------------------------------------------------------------- processing and rendering
+
 def process_nbs(force=False):
     "nbdev's processing of every notebook into `_proc/` (only those changed since the last build, unless `force`)."
     from nbdev.serve import proc_nbs
-    only_doc_cells()
+    only_doc_cells(); add_processors(); tidy_signatures(); link_fastai_names()
+    cache = ROOT/'_proc'
+    if cache.exists() and cache.stat().st_mtime < Path(__file__).stat().st_mtime: force = True   # this file changed
     os.chdir(ROOT)   # as `nbdev-docs` does: notebooks' show_doc cells run from the project root
-    return proc_nbs(str(ROOT/'nbs'), n_workers=0, force=force)   # serial: the patch above lives in this process
+    res = proc_nbs(str(ROOT/'nbs'), n_workers=0, force=force)   # serial: the patches above live in this process
+    cache.touch()
+    return res
 
 def offline_katex(site:Path):
     "Copy the vendored KaTeX into the site and point every page at it instead of the CDN."
@@ -81,8 +186,35 @@ def quarto_output_files():
     _read.output_file = True
     Site.read, Site.find_page = _read, _find_page
 
+_SHOW_DOC = '<div class="cell-output cell-output-display cell-output-markdown">'
+_SIG_CODE = re.compile(r'(<pre class="sourceCode python[^"]*"><code class="sourceCode python">)(.*?)(</code></pre>)', re.S)
+
+def _hanging_lines(code:str) -> str:
+    "Each line of a signature in its own block, wrapping under its own indent plus four (`.sig-line` in styles.css)."
+    lines = code.split('\n')
+    if any(l.count('<span') != l.count('</span>') for l in lines): return code   # a token spans lines: leave it
+    return ''.join(f'<span class="sig-line" style="--indent:{len(l) - len(l.lstrip(" "))}ch">{l.lstrip(" ")}</span>' for l in lines)
+
+def wrap_signatures(page:str) -> str:
+    "The signatures of `show_doc` outputs (a markdown output of a cell), line by line through `_hanging_lines`."
+    parts = page.split(_SHOW_DOC)
+    for i in range(1, len(parts)):
+        out, sep, rest = parts[i].partition('<div id="cell-')
+        parts[i] = _SIG_CODE.sub(lambda m: m[1] + _hanging_lines(m[2]) + m[3], out) + sep + rest
+    return _SHOW_DOC.join(parts)
+
+def tidy_pages(site:Path, site_url:str):
+    "Links to the published site -> relative links where the page exists here; signatures through `wrap_signatures`."
+    own = re.compile(r'href="' + re.escape(site_url.rstrip('/')) + r'/([^"#]*\.html)(#[^"]*)?"')
+    for page in site.rglob('*.html'):
+        text, up = page.read_text(), '../' * (len(page.relative_to(site).parts) - 1)
+        new = own.sub(lambda m: f'href="{up}{m[1]}{m[2] or ""}"' if (site/m[1]).exists() else m[0], text)
+        new = wrap_signatures(new)
+        if new != text: page.write_text(new)
+
 def render(cache:Path, dest:Path):
     "smalldocs renders the processed project (`_quarto.yml` + `nbdev.yml`) and the site is moved to `dest`."
+    import yaml
     from smalldocs.cli import main as smalldocs
     quarto_output_files()
     out = cache/dest.name
@@ -91,6 +223,8 @@ def render(cache:Path, dest:Path):
     shutil.rmtree(dest, ignore_errors=True)
     shutil.move(str(out), str(dest))
     offline_katex(dest)
+    site_url = yaml.safe_load((cache/'nbdev.yml').read_text())['website']['site-url']
+    tidy_pages(dest, site_url)
 
 def build(force=False):
     t = time.perf_counter()
