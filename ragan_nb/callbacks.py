@@ -28,20 +28,21 @@ class RelativisticGANLoss(GANLoss):
                  gan_model:nn.Module, # the `GANModule` holding generator and critic
                 ):
         super().__init__(gen_loss, crit_loss, gan_model)
-        self.fake = None
+        self.fake, self.gather = None, None   # `gather`: set by `DistributedCallback` to take the loss over the global batch
+    def _g(self, pred): return pred if self.gather is None or pred is None else self.gather(pred)
 
     def generator(self, output:Tensor, target:Tensor) -> Tensor:
         "Generator loss of the fakes `output`, with C(x_r) of the real batch `target` when the loss is relativistic."
         fake_pred = self.gan_model.critic(output)
         real_pred = self.gan_model.critic(target) if self.gen_loss_func.needs_real else None
-        self.gen_loss = self.gen_loss_func(real_pred, fake_pred)
+        self.gen_loss = self.gen_loss_func(self._g(real_pred), self._g(fake_pred))
         return self.gen_loss
 
     def critic(self, real_pred:Tensor, input:Tensor) -> Tensor:
         "Critic loss of C(x_r) and the critic's verdict on fakes generated from the noise `input`."
         self.fake = self.gan_model.generator(input).requires_grad_(False)
         fake_pred = self.gan_model.critic(self.fake)
-        self.crit_loss = self.crit_loss_func(real_pred, fake_pred)
+        self.crit_loss = self.crit_loss_func(self._g(real_pred), self._g(fake_pred))
         return self.crit_loss
 
 # %% ../nbs/10_callbacks.ipynb #8845e74d
@@ -98,7 +99,8 @@ class GradientPenaltyCallback(Callback):
     def after_loss(self):
         if not self.training or self.learn.gan_trainer.gen_mode or self.lam == 0: return
         real, fake = self.learn.xb[0], self.learn.loss_func.fake
-        u = torch.rand(real.shape[0], generator=self.gen).to(real.device, real.dtype)
+        n, rank, b = getattr(self.learn, 'world_size', 1), getattr(self.learn, 'rank', 0), real.shape[0]
+        u = torch.rand(n * b, generator=self.gen)[rank*b:(rank + 1)*b].to(real.device, real.dtype)   # the global batch's u, our slice
         self.learn.penalty = gradient_penalty(self.learn.model.critic, real, fake, self.lam, u=u)
         self.learn.loss_grad = self.learn.loss_grad + self.learn.penalty
 
