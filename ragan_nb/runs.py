@@ -10,7 +10,7 @@ __all__ = ['CHECKPOINT_KEYS', 'atomic_write', 'rng_state', 'set_rng_state', 'sam
            'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'load_generator']
 
 # %% ../nbs/15_runs.ipynb #f1a5689e
-import copy, os, re
+import copy, os, re, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -146,16 +146,23 @@ def save_checkpoint(learn, fn:Path, epoch:int, history:list):
     atomic_write(fn, lambda t: torch.save(ck, t))
 
 def _load_error(e:Exception) -> str:
-    "The one line of a `torch.load` failure worth showing."
-    m = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
-    if m: return f"it holds a {m[1]}, which torch.load(weights_only=True) refuses (written by an older ragan_nb?)"
-    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+    "The part of a `torch.load` failure worth one line."
+    msg = str(e)
+    if 'Weights only load failed' in msg:   # a pickle of something other than tensors and plain values
+        m = re.search(r'GLOBAL ([\w.]+)', msg)
+        if m: return (f"it refers to {m[1]}, which torch.load(weights_only=True) does not load"
+                      + (" (a checkpoint of an older ragan_nb)" if m[1].startswith('fastcore') else ''))
+        m = re.search(r'Unsupported operand \d+', msg)
+        return "torch.load(weights_only=True) cannot read it" + (f" ({m[0].lower()})" if m else '')
+    first = msg.strip().splitlines()[0][:200] if msg.strip() else ''
     return f"torch.load cannot read it ({type(e).__name__}: {first})"
 
 def read_checkpoint(fn:str|Path) -> dict:
     "A `ragan-train` checkpoint, loaded with `weights_only=True`; anything else is one `ValueError` naming the file."
     fn = Path(fn)
-    try: ck = torch.load(fn, map_location='cpu', weights_only=True)
+    try:
+        with warnings.catch_warnings():   # torch's notes on a foreign pickle: the error below says it all
+            warnings.simplefilter('ignore'); ck = torch.load(fn, map_location='cpu', weights_only=True)
     except FileNotFoundError: raise FileNotFoundError(f"{fn} does not exist") from None
     except Exception as e: raise ValueError(f"{fn} is not a ragan-train checkpoint: {_load_error(e)}") from None
     missing = [k for k in CHECKPOINT_KEYS if k not in ck] if isinstance(ck, dict) else list(CHECKPOINT_KEYS)

@@ -55,18 +55,6 @@ def test_wheel_installs_the_ragan_train_command(wheel):
                  'ragan-bench = ragan_nb.cli:ragan_bench'):
         assert line in eps, (line, eps)
 
-# the order of the library's modules: each may import only from modules above it (nothing imports cli)
-PIPELINE = ['standard', 'relativistic', 'fdiv', 'penalty', 'realness', 'losses', 'gandata', 'data', 'toys', 'models',
-            'callbacks', 'augment', 'ema', 'learner', 'config', 'runs', 'train', 'inception', 'classifier', 'modes',
-            'evaluate', 'bench', 'cli']
-
-def test_modules_import_only_from_modules_above():
-    for py in sorted((ROOT/'ragan_nb').glob('*.py')):
-        if py.name in ('__init__.py', '_modidx.py'): continue
-        assert py.stem in PIPELINE, f"{py.name}: add the module to PIPELINE, in its place"
-        for dep in re.findall(r'^\s*from\s+(?:\.|ragan_nb\.)(\w+)\s+import', py.read_text(), re.M):
-            assert PIPELINE.index(dep) < PIPELINE.index(py.stem), f"{py.name} imports from {dep}, which comes after it"
-
 def test_entry_points_run(tmp_path):
     "The installed commands start, and each answers --help."
     for cmd in ('ragan-train', 'ragan-eval', 'ragan-bench'):
