@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from torchmetrics.image.fid import FrechetInceptionDistance
 from .data import find_dataset, load_images, read_idx
 from .inception import check_images
 
@@ -212,6 +211,7 @@ class ClassifierMetrics:
                 ):
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.features = ClassifierFeatures(net).to(self.device)
+        from torchmetrics.image.fid import FrechetInceptionDistance   # slow to import: only the metrics need it
         self.fd = FrechetInceptionDistance(feature=self.features, reset_real_features=False).to(self.device)
         self.counts = torch.zeros(net.head.out_features, dtype=torch.long)
     @property

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 import torch
 from torch import nn, Tensor
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 from .data import data_cache, load_images
 
 # %% ../nbs/17_inception.ipynb #eac5f8e6
@@ -132,6 +130,8 @@ class InceptionMetrics:
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.features = (features or InceptionFeatures(device=self.device)).to(self.device)
         self.kid_subset_size, self.seed = kid_subset_size, seed
+        from torchmetrics.image.fid import FrechetInceptionDistance   # torchmetrics is slow to import: only here
+        from torchmetrics.image.kid import KernelInceptionDistance
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*will save all extracted features.*')
             self.fid = FrechetInceptionDistance(feature=self.features, reset_real_features=False).to(self.device)

@@ -1,6 +1,12 @@
 """The docs site as a reader sees it: built by `tools/build_docs.py` (what `make docs` runs), served on 127.0.0.1
-and opened in headless Chromium (Debian's `chromium`, which .ci/run installs). Screenshots go to `_screenshots/`."""
-import base64, functools, http.server, os, re, shutil, struct, subprocess, sys, tempfile, threading, time
+and opened in headless Chromium (Debian's `chromium`, which .ci/run installs). Full-page screenshots go to
+`_screenshots/`, with the pages' heights in `_screenshots/heights.json`.
+
+Besides loading, maths and links, the pages must read cleanly: saved outputs with no progress bar, local path,
+traceback or warning; no `__main__.` in a type, no heading that ends in ` -`, callbacks documented by their own
+arguments only; formulas and signatures that fit the text column, styled tables, previous/next links, notebooks
+linked by name, fastai's names linked to docs.fast.ai."""
+import base64, functools, http.server, json, os, re, shutil, struct, subprocess, sys, tempfile, threading, time
 import urllib.error, urllib.parse, urllib.request
 from pathlib import Path
 
@@ -49,17 +55,46 @@ def site():
     res = subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py')], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, f'docs build failed:\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}'
     print(f'site built in {time.perf_counter() - t:.0f} s')
+    log = res.stdout + res.stderr
     handler = functools.partial(_QuietHandler, directory=str(SITE))
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     SHOTS.mkdir(exist_ok=True)
     profile = tempfile.mkdtemp(prefix='ragan_nb_chromium_')
-    yield dict(url=f'http://127.0.0.1:{srv.server_address[1]}/', exe=exe, profile=profile)
+    yield dict(url=f'http://127.0.0.1:{srv.server_address[1]}/', exe=exe, profile=profile, log=log)
     srv.shutdown(); srv.server_close()
     shutil.rmtree(profile, ignore_errors=True)
 
+# What `probe` measures, once the page's scripts (KaTeX, the formula fitting of _quarto.yml) have run: written as JSON
+# into a <pre id="probe"> that --dump-dom returns.
+PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
+  const main = document.querySelector('main.content'), px = v => parseFloat(v) || 0;
+  const over = e => e.scrollWidth > e.clientWidth + 1;
+  const cell = e => getComputedStyle(e);
+  const tables = [...document.querySelectorAll('.cell-output-display table')].map(t => {
+    const th = t.querySelector('th'), td = t.querySelector('td');
+    return {collapse: cell(t).borderCollapse, th_weight: th ? +cell(th).fontWeight : 0,
+            td_pad: td ? px(cell(td).paddingLeft) : 0, td_line: td ? px(cell(td).borderBottomWidth) : 0};
+  });
+  const r = {height: document.documentElement.scrollHeight, page_width: document.documentElement.scrollWidth,
+    window_width: window.innerWidth, column: main ? Math.round(main.getBoundingClientRect().width) : 0,
+    math: [...document.querySelectorAll('.katex-display')].map(e => ({wide: e.scrollWidth, box: e.clientWidth,
+      scale: e.style.fontSize, tex: (e.querySelector('annotation') || {}).textContent || ''})),
+    signatures: [...document.querySelectorAll('.cell-output-markdown pre')].filter(over).map(e => e.textContent.slice(0, 80)),
+    tables};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(r); document.body.appendChild(pre);
+}, 200));</script>"""
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    "Serves the site; `page.html?probe` is the page with the `PROBE` script added."
     def log_message(self, *args): pass
+    def do_GET(self):
+        path, _, query = self.path.partition('?')
+        if query != 'probe': return super().do_GET()
+        body = (SITE/path.lstrip('/')).read_text().replace('</body>', PROBE + '</body>').encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/html; charset=utf-8'); self.send_header('Content-Length', str(len(body)))
+        self.end_headers(); self.wfile.write(body)
 
 def _run_chromium(site, *args):
     cmd = [site['exe'], *CHROMIUM_FLAGS, f"--user-data-dir={site['profile']}", '--virtual-time-budget=10000', *args]
@@ -77,6 +112,22 @@ def screenshot(site, page, name, height=1600):
     _run_chromium(site, f'--screenshot={fn}', f'--window-size=1280,{height}', '--hide-scrollbars', site['url'] + page)
     assert fn.exists() and fn.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', f'no screenshot of {page}'
     return fn
+
+def probe(site, page) -> dict:
+    "The measurements of `PROBE` on `page` in a 1280-px wide window."
+    html = _run_chromium(site, '--window-size=1280,1000', '--dump-dom', site['url'] + page + '?probe')
+    m = re.search(r'<pre id="probe">(.*?)</pre>', html, re.S)
+    assert m, f'{page}: the probe did not run'
+    return json.loads(m.group(1).replace('&lt;', '<').replace('&gt;', '>').replace('&quot;', '"').replace('&amp;', '&'))
+
+def full_page(site, page) -> int:
+    "Screenshot the whole of `page` (1280 px wide) into _screenshots/, note its height in heights.json, return it."
+    h = probe(site, page)['height']
+    screenshot(site, page, page.replace('/', '_').replace('.html', '.png'), height=min(h, 16000))
+    fn = SHOTS/'heights.json'
+    heights = json.loads(fn.read_text()) if fn.exists() else {}
+    fn.write_text(json.dumps({**heights, page: h}, indent=1, sort_keys=True))
+    return h
 
 def fetch(url):
     "HTTP status and body of `url` (urllib, no browser: for links and images)."
@@ -98,11 +149,15 @@ def test_index_loads(site):
     html = dom(site, 'index.html')
     assert '<title>ragan_nb' in html and 'Relativistic GANs and RealnessGAN' in html
     assert 'id="quarto-sidebar"' in html and 'class="navbar' in html
-    for item in ('Losses', 'RealnessGAN', 'Training', 'Tutorials'): assert f'>{item}<' in html, f'navbar item {item} missing'
     nav = re.search(r'(?s)<nav class="navbar.*?</nav>', html).group(0)
-    local = [h for h in re.findall(r'href="([^"#]+)', nav) if not h.startswith(('http:', 'https:'))]
-    assert len(local) >= 4 and all(fetch(site['url'] + h)[0] == 200 for h in local), f'navbar links: {local}'
-    screenshot(site, 'index.html', 'index.png')
+    items = dict((t, h) for h, t in re.findall(r'<a class="nav-link[^"]*" href="([^"]+)"[^>]*>.*?<span class="menu-text">([^<]+)<', nav))
+    for item in ('Losses', 'RealnessGAN', 'fastai', 'Training', 'Metrics', 'Tutorials'):
+        assert item in items, f'navbar item {item} missing: {items}'
+    assert items['fastai'] == 'callbacks.html' and items['RealnessGAN'] == 'realness_losses.html', items
+    local = [h for h in items.values() if not h.startswith(('http:', 'https:'))]
+    bad = [h for h in local if fetch(site['url'] + h)[0] != 200]
+    assert len(local) >= 6 and not bad, f'navbar links that do not resolve: {bad}'
+    full_page(site, 'index.html')
 
 def test_losses_page_renders_math(site):
     html = dom(site, 'relativistic_losses.html')
@@ -164,3 +219,114 @@ def test_api_reference_for_gan_losses(site):
     ref = m.group(1)
     assert 'def gan_losses(' in re.sub(r'<[^>]+>', '', ref), 'the gan_losses signature is missing'
     assert 'name' in ref and 'LOSSES' in ref
+
+# ---------------------------------------------------------------- every page reads cleanly
+
+def _pages():
+    "Every page of the built site, as a path relative to it."
+    return sorted(p.relative_to(SITE).as_posix() for p in SITE.rglob('*.html') if 'site_libs' not in p.parts)
+
+def _text_of(html:str) -> str:
+    "What a reader can read on the page: `visible_text` without tags, entities decoded."
+    import html as H
+    return H.unescape(re.sub(r'<[^>]+>', '', visible_text(html)))
+
+# on a page: a console progress bar, a local absolute path, a traceback, a Python warning, fastai's text table with
+# columns run together (a value of many decimals glued to the `00:17` of its time column)
+_DIRTY = {'a progress bar': re.compile(r'\|[█-]{5,}\||\d+\.\d\d% \[\d+/\d+'),
+          'a local absolute path': re.compile(r'(?<![\w.~/:-])/(?:work|tmp|root|home)/' + '|' + re.escape(str(ROOT))),
+          'a traceback': re.compile(r'Traceback \(most recent call last\)'),
+          'a Python warning': re.compile(r'\.py:\d+: [A-Z]\w*Warning:'),
+          'table columns run together': re.compile(r'\d\.\d{7,}\d\d:\d\d\b')}
+
+def test_build_reports_no_broken_link(site):
+    broken = [l for l in site['log'].splitlines() if 'broken link' in l]
+    assert not broken, 'the docs build reports broken links:\n' + '\n'.join(broken)
+
+def test_saved_outputs_read_cleanly(site):
+    "No page shows a progress bar, a local path, a traceback, a warning or a garbled table (tests/test_saved_outputs.py checks the notebooks)."
+    bad = [f'{page}: {what}: {m.string[max(0, m.start() - 50):m.end() + 30]!r}' for page in _pages()
+           for what, rx in _DIRTY.items() if (m := rx.search(_text_of((SITE/page).read_text())))]
+    assert not bad, '\n'.join(bad)
+
+def test_api_reference_reads_cleanly(site):
+    "Types without `__main__.` or module paths, no heading ending in ' -', callbacks with their own arguments only."
+    callbacks = 0
+    for page in _pages():
+        html = (SITE/page).read_text()
+        sigs = [re.sub(r'#.*', '', _text_of(m)) for m in   # the signatures, without their docment comments
+                re.findall(r'(?s)<div class="cell-output cell-output-display cell-output-markdown">.*?</pre>', html)]
+        assert not any('__main__.' in t for t in sigs), f'{page}: a type shown as __main__.X'
+        assert not any(re.search(r'ragan_nb\.\w+\.[A-Z]|torch\.nn\.modules\.', t) for t in sigs), f'{page}: a type with its module path'
+        assert 'after_create' not in html and 'before_fit:' not in html, f"{page}: fastai's event hooks in a signature"
+        callbacks += sum(bool(re.search(r'def \w+Callback\(', t)) for t in sigs)
+        dash = re.findall(r'<h[1-6][^>]*>(.*?) -</h[1-6]>', html)
+        assert not dash, f'{page}: headings ending in " -" are shown: {dash}'
+    assert callbacks >= 3, f'only {callbacks} callbacks documented: the check above saw too little'
+
+@pytest.mark.parametrize('page', ['standard_losses.html', 'relativistic_losses.html', 'fdiv_losses.html',
+                                  'realness_losses.html', 'callbacks.html'])
+def test_formulas_and_signatures_fit_the_column(site, page):
+    "At 1280 px, every display formula fits the text column (scaled down to no less than 60 %), as does every signature."
+    r = probe(site, page)
+    assert r['page_width'] <= r['window_width'], f"{page}: the page scrolls sideways ({r['page_width']} px)"
+    wide = [m for m in r['math'] if m['wide'] > m['box'] + 1]
+    assert not wide, f'{page}: formulas wider than the column: {wide}'
+    assert all(not m['scale'] or float(m['scale'].rstrip('em')) >= 0.6 for m in r['math']), r['math']
+    assert not r['signatures'], f"{page}: signatures wider than the column: {r['signatures']}"
+    if page != 'callbacks.html': assert r['math'], f'{page}: no display formula measured'
+
+@pytest.mark.parametrize('page', ['index.html', 'callbacks.html', 'realness_losses.html'])
+def test_full_page_screenshots(site, page):
+    "Full-page screenshots of the pages the issue names, with their heights (_screenshots/heights.json)."
+    h = full_page(site, page)
+    assert 1500 < h < 30000, f'{page}: {h} px'
+
+def test_tables_are_styled(site):
+    "pandas' tables (tutorials) get lines, padding and bold headers from styles.css, not the browser's bare table."
+    tables = [t for page in ('tutorials/ragan_vs_sgan.html', 'tutorials/realness_toy.html') for t in probe(site, page)['tables']]
+    assert tables, 'no table in the tutorials'
+    for t in tables:
+        assert t['collapse'] == 'collapse' and t['th_weight'] >= 600 and t['td_pad'] >= 6 and t['td_line'] >= 1, t
+
+def _page_of(entry:str) -> str:
+    "The page a sidebar entry becomes: nbdev drops the number, `tutorials/01_quickstart.ipynb` -> `tutorials/quickstart.html`."
+    from nbdev.config import nbpath2html
+    return nbpath2html(entry).as_posix()
+
+def test_previous_and_next_links(site):
+    "At the bottom of every page, links to the pages before and after it in the sidebar (none before the first, none after the last)."
+    cfg = yaml.safe_load((NBS/'_quarto.yml').read_text())
+    assert cfg['website'].get('page-navigation') is True
+    order = [_page_of(e) for e in _sidebar_entries(cfg['website']['sidebar']['contents'])]
+    assert sorted(order) == _pages(), 'the sidebar and the built pages differ'
+    for i, page in enumerate(order):
+        nav = re.search(r'(?s)<nav class="page-navigation">(.*?)</nav>', (SITE/page).read_text())
+        assert nav, f'{page}: no previous/next links'
+        links = dict(re.findall(r'<div class="nav-page nav-page-(previous|next)"><a href="([^"]+)"', nav.group(1)))
+        want = {k: v for k, v in (('previous', order[i - 1] if i else None), ('next', order[i + 1] if i + 1 < len(order) else None)) if v}
+        got = {k: urllib.parse.urljoin(page, h) for k, h in links.items()}
+        assert got == want, f'{page}: previous/next links {got}, expected {want}'
+        bad = [h for h in links.values() if fetch(urllib.parse.urljoin(site['url'] + page, h))[0] != 200]
+        assert not bad, f'{page}: previous/next links that do not resolve: {bad}'
+
+def test_notebooks_are_linked_by_name(site):
+    "A page names a notebook with a link to it, never as code (`17_inception`); own pages are linked relatively."
+    for page in _pages():
+        html = (SITE/page).read_text()
+        as_code = re.findall(r'<code>(\d+[a-z]?_[a-z_]+)</code>', html)
+        assert not as_code, f'{page}: notebooks shown as code instead of links: {as_code}'
+        assert 'href="https://ragan-nb.github.io/ragan_nb/' not in html.replace('.html.md', ''), f'{page}: a link leaves the offline site'
+    index = (SITE/'index.html').read_text()
+    for target in ('inception.html', 'classifier.html', 'learner.html', 'callbacks.html', 'tutorials/evaluate_fid.html'):
+        assert f'href="{target}"' in index, f'index.html does not link {target}'
+
+def test_fastai_names_link_to_its_docs(site):
+    "`GANLearner`, `GANTrainer`, `Callback`, `Learner` in a page's text link to docs.fast.ai."
+    seen = set()
+    for page in _pages():
+        html = re.sub(r'(?s)<header id="title-block-header".*?</header>|<pre.*?</pre>|<h\d.*?</h\d>', '', (SITE/page).read_text())
+        for m in re.finditer(r'(<a href="([^"]*)"[^>]*>)?<code>(GANLearner|GANTrainer|Callback|Learner)</code>', html):
+            seen.add(m.group(3))
+            assert m.group(2) and m.group(2).startswith('https://docs.fast.ai/'), f'{page}: `{m.group(3)}` not linked to docs.fast.ai'
+    assert {'GANLearner', 'GANTrainer'} <= seen, seen

@@ -3,6 +3,7 @@
 so the notebooks' reading order and the import graph are one and the same order. Each module is imported alone in a
 fresh interpreter: every ragan_nb module it pulls in must sit at or above it, and no import may point downwards."""
 import ast, json, re, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,10 @@ def test_each_module_imports_alone_in_a_fresh_interpreter():
     "Import each module by itself; the ragan_nb modules it loaded must all rank at or above it (no cycles, no upward pulls)."
     code = ("import importlib, json, sys\nmod = sys.argv[1]\nimportlib.import_module('ragan_nb.' + mod)\n"
             "print(json.dumps(sorted(m.split('.')[1] for m in sys.modules if m.startswith('ragan_nb.') and m.count('.') == 1)))")
-    for mod in MODULES:
-        res = subprocess.run([sys.executable, '-c', code, mod], capture_output=True, text=True, cwd=ROOT)
+    def load(mod):
+        return mod, subprocess.run([sys.executable, '-c', code, mod], capture_output=True, text=True, cwd=ROOT)
+    with ThreadPoolExecutor(2) as ex: results = list(ex.map(load, MODULES))   # two fresh interpreters at a time
+    for mod, res in results:
         assert res.returncode == 0, f'import ragan_nb.{mod} failed:\n{res.stderr[-2000:]}'
         loaded = json.loads(res.stdout.strip().splitlines()[-1])
         later = sorted(m for m in loaded if m != '_modidx' and RANKS.get(m, (99, '')) > RANKS[mod])

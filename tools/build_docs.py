@@ -11,6 +11,7 @@ The adaptations, each in one function below:
 - saved outputs read as a notebook shows them (`notebook_streams`): text a carriage return overwrote (console
   progress bars) is gone, and Python's warnings, which name local files, are left out of stderr;
 - headings ending in ` -` are hidden, the whole line, even with text below it in the cell (`hide_dash_headings`);
+- a notebook named as code (`17_inception`, or with a number from before a renumbering) links to its page (`notebook_links`);
 - `show_doc` signatures: no `__main__.` or package path on a type, and a callback shows its own `__init__`, not
   fastai's event hooks (`tidy_signatures`); backticked fastai names link to docs.fast.ai (`link_fastai_names`);
 - smalldocs 0.5.4 (pinned in pyproject.toml) learns Quarto's `output-file` (`quarto_output_files`), so pages get
@@ -95,15 +96,41 @@ def hide_dash_headings(cell):
     else: del cell['source']
 hide_dash_headings.__name__ = 'rm_header_dash'   # takes nbdev's place (and its name, for `skip_procs`)
 
+_NB_NUMBER = r'^\d+[a-zA-Z0-9]*_'                   # what nbdev drops from a notebook's name for its page (nbpath2html)
+_NB_NAME = re.compile(r'`\d+[a-zA-Z0-9]*_([a-z]\w*)`')   # a notebook named as code: `17_inception`
+
+def notebook_pages(src:Path) -> dict:
+    "Each notebook of nbs/ by its name without the number (`inception`), as a link relative to the notebook `src`."
+    return {re.sub(_NB_NUMBER, '', p.stem): os.path.relpath(p, src.parent) for p in (ROOT/'nbs').rglob('*.ipynb')
+            if not any(part.startswith(('_', '.')) for part in p.relative_to(ROOT/'nbs').parts)}
+
+def link_notebook_names(md:str, pages:dict) -> str:
+    "`17_inception` (or a stale number, `11_inception`) outside code blocks -> a link to that notebook's page."
+    parts = re.split(r'(^```.*?^```)', md, flags=re.S | re.M)
+    return ''.join(p if p.startswith('```') else _NB_NAME.sub(lambda m: f'[{m[1]}]({pages[m[1]]})' if m[1] in pages else m[0], p)
+                   for p in parts)
+
+def notebook_links():
+    "An nbdev processor class: markdown cells through `link_notebook_names`."
+    from nbdev.process import Processor
+    class notebook_links(Processor):
+        def begin(self): self.pages = notebook_pages(Path(self.nb.get('path_') or ROOT/'nbs'/'index.ipynb'))
+        def cell(self, cell):
+            if cell.cell_type == 'markdown' and cell.get('source'): cell.source = link_notebook_names(cell.source, self.pages)
+    return notebook_links
+
 def add_processors():
-    "Put `hide_dash_headings` in place of nbdev's `rm_header_dash`, and `notebook_streams` right after `strip_ansi`."
+    """Put `hide_dash_headings` in place of nbdev's `rm_header_dash`, `notebook_streams` right after `strip_ansi`, and
+    `notebook_links` before nbdev's `add_links`."""
     import nbdev.processors as P
     if getattr(P.FilterDefaults.base_procs, 'ragan_nb', False): return
-    base = P.FilterDefaults.base_procs
+    base, links = P.FilterDefaults.base_procs, notebook_links()
     def base_procs(self):
         procs = [hide_dash_headings if p is P.rm_header_dash else p for p in base(self)]
         i = procs.index(P.strip_ansi) + 1
-        return procs[:i] + [notebook_streams] + procs[i:]
+        procs = procs[:i] + [notebook_streams] + procs[i:]
+        i = procs.index(P.add_links)
+        return procs[:i] + [links] + procs[i:]
     base_procs.ragan_nb = True
     P.FilterDefaults.base_procs = base_procs
 
@@ -190,10 +217,12 @@ _SHOW_DOC = '<div class="cell-output cell-output-display cell-output-markdown">'
 _SIG_CODE = re.compile(r'(<pre class="sourceCode python[^"]*"><code class="sourceCode python">)(.*?)(</code></pre>)', re.S)
 
 def _hanging_lines(code:str) -> str:
-    "Each line of a signature in its own block, wrapping under its own indent plus four (`.sig-line` in styles.css)."
+    """Each line of a signature in a `.sig-line` block that wraps under its own indent plus four (styles.css); the text,
+    spaces and line ends included, stays what it was, so copying the code gives the same code."""
     lines = code.split('\n')
     if any(l.count('<span') != l.count('</span>') for l in lines): return code   # a token spans lines: leave it
-    return ''.join(f'<span class="sig-line" style="--indent:{len(l) - len(l.lstrip(" "))}ch">{l.lstrip(" ")}</span>' for l in lines)
+    ends = ['\n'] * (len(lines) - 1) + ['']
+    return ''.join(f'<span class="sig-line" style="--indent:{len(l) - len(l.lstrip(" "))}ch">{l}{e}</span>' for l, e in zip(lines, ends))
 
 def wrap_signatures(page:str) -> str:
     "The signatures of `show_doc` outputs (a markdown output of a cell), line by line through `_hanging_lines`."
