@@ -82,13 +82,13 @@ def bench_plots(df:pd.DataFrame, out:Path, dataset:str):
     import matplotlib.pyplot as plt
     ok = df[df.status == 'ok']
     s = summarize(df)
-    cols = [(k, name) for k, name, _ in COLUMNS if f'{k}_mean' in s][:2]
+    cols = [(k, name, sc) for k, name, sc in COLUMNS if f'{k}_mean' in s][:2]   # sc: the column's scale (KID ×10³)
     fig, axs = plt.subplots(1, len(cols), figsize=(5.5 * len(cols), 0.45 * len(s) + 1.6), squeeze=False)
-    for ax, (k, name) in zip(axs[0], cols):
+    for ax, (k, name, sc) in zip(axs[0], cols):
         y = np.arange(len(s))
-        ax.barh(y, s[f'{k}_mean'], xerr=s[f'{k}_sd'].fillna(0), color='tab:blue', alpha=0.5, capsize=3)
+        ax.barh(y, s[f'{k}_mean'] * sc, xerr=s[f'{k}_sd'].fillna(0) * sc, color='tab:blue', alpha=0.5, capsize=3)
         for i, loss in enumerate(s.index):
-            v = ok[ok.loss == loss][k]; ax.plot(v, np.full(len(v), i), 'k.', ms=5)
+            v = ok[ok.loss == loss][k]; ax.plot(v * sc, np.full(len(v), i), 'k.', ms=5)
         ax.set_yticks(y); ax.set_yticklabels(s.index); ax.invert_yaxis(); ax.set_xlabel(name); ax.grid(axis='x', alpha=0.3)
     fig.suptitle(f"{dataset}: mean ± sd over seeds (dots: seeds)"); fig.tight_layout()
     fig.savefig(out/'metrics.png', dpi=100, bbox_inches='tight'); plt.close(fig)
