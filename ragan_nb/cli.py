@@ -10,7 +10,7 @@ __all__ = ['fail', 'run_command', 'ragan_train', 'ragan_eval', 'ragan_bench']
 # %% ../nbs/22_cli.ipynb #34565318
 import warnings
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')   # raised while importing fastai: not ours to act on
-import json, resource, sys, time
+import json, os, resource, sys, time
 from pathlib import Path
 from typing import Annotated, Callable
 import numpy as np
@@ -39,7 +39,8 @@ def run_command(prog:str, # the command's name, e.g. 'ragan-train'
     "Run a command's `body` the way every command does: PNGs through matplotlib's Agg; bad input is one error line, exit 2."
     import matplotlib; matplotlib.use('Agg')
     try: return body()
-    except (ValueError, FileNotFoundError) as e: fail(prog, e)
+    except ValueError as e: fail(prog, e)
+    except OSError as e: fail(prog, f"{e.filename}: {e.strerror}" if e.filename and e.strerror else e)   # a file we could not open or write
     except KeyboardInterrupt: fail(prog, interrupted, 130)
 
 # %% ../nbs/22_cli.ipynb #b69e64f6
@@ -65,6 +66,12 @@ def ragan_train(
     betas:Annotated[float, {'nargs': 2}]=None, # Adam's beta1 beta2 (default: 0.5 0.999)
     n_crit:int=None, # critic steps per generator step (default: 1)
     gp:float=None, # gradient-penalty weight (default: none; 10 for -GP losses)
+    r1:float=None, # γ of the zero-centred R1 penalty on real images (R3GAN; default: off)
+    r2:float=None, # γ of the zero-centred R2 penalty on fakes (R3GAN; default: off)
+    reg_every:int=None, # lazy regularisation: R1/R2 every K critic steps, times K (default: 1)
+    ema:float=None, # half-life in images of the generator EMA used for grids and ragan-eval (default: off)
+    augment:str=None, # DiffAugment for everything the critic sees: comma-separated color,translation,cutout
+    recipe:str=None, # preset: paper (2018 defaults) or r3gan (RpSGAN, r1=r2=0.1, ema 10000, betas 0 0.99); flags override
     arch:str=None, # dcgan or sngan for images, mlp for toys
     size:int=None, # image side length (default 32: 28-px images are padded)
     sn:bool=False, # spectral norm in the critic
@@ -77,8 +84,9 @@ def ragan_train(
     quiet:bool=False, # no progress bar (one line per epoch instead)
 ):
     "Train a (relativistic) GAN; write epoch_NNN.png, loss.png, history.csv, config.json and checkpoints."
-    args = dict(dataset=dataset, loss=loss, epochs=epochs, bs=bs, lr=lr, betas=betas, n_crit=n_crit, gp=gp, arch=arch,
-                size=size, sn=sn or None, seed=seed, n_images=n_images, data=data, device=device)
+    args = dict(dataset=dataset, loss=loss, epochs=epochs, bs=bs, lr=lr, betas=betas, n_crit=n_crit, gp=gp, r1=r1, r2=r2,
+                reg_every=reg_every, ema=ema, augment=augment, recipe=recipe, arch=arch, size=size, sn=sn or None, seed=seed,
+                n_images=n_images, data=data, device=device)
     t0 = time.perf_counter()
     learn = run_command('ragan-train', lambda: train(out, resume=resume, quiet=quiet, **args),
                         interrupted="interrupted; the checkpoints written so far are kept: continue with --resume")
@@ -94,9 +102,18 @@ def _fmt(r:dict) -> str:
             ('kl_uniform', 'KL(classes || uniform)', '.4f'), ('modes', 'modes', 'd'), ('high_quality', '% within 3σ', '.1f')]
     return ', '.join(f"{name} {r[k]:{f}}" + (f" ± {r['kid_std']:.4f}" if k == 'kid' else '') for k, name, f in keys if k in r)
 
-def _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet) -> tuple:
-    "Check the options, evaluate the run's generator, write the JSON; (results, destination)."
-    G, cfg, epoch, fn = load_generator(run)
+def _check_out(out:str):
+    "`--out` must name a file that can be written, checked before any work is done."
+    o = Path(out)
+    if o.is_dir(): raise ValueError(f"--out {out} is a folder; give the JSON file's name, e.g. {o/'eval.json'}")
+    p = o.parent
+    while not p.exists() and p != p.parent: p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK): raise ValueError(f"--out {out}: cannot write in {p}")
+
+def _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet, ema=True) -> tuple:
+    "Check the options, evaluate the run's generator (its EMA one unless `ema=False`), write the JSON; (results, destination)."
+    if out: _check_out(out)
+    G, cfg, epoch, fn = load_generator(run, ema=ema)
     metrics = check_metrics(metrics or default_metrics(cfg['dataset']), cfg['dataset'])
     if not (n >= 2 and bs >= 1): raise ValueError(f"--n must be >= 2 and --bs >= 1, got {n} and {bs}")
     check_device(device)
@@ -104,7 +121,7 @@ def _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet) -
     dest = Path(out) if out else rd/f"eval_epoch_{epoch:03d}.json"
     r = evaluate(G, cfg['dataset'], metrics, n=n, n_real=n_real, bs=bs, seed=seed, size=cfg.get('size') or 32, path=data,
                  device=device, verbose=not quiet, scatter=dest.with_suffix('.png') if cfg['dataset'] in TOYS else None)
-    r.update(checkpoint=str(fn), epoch=epoch, dataset=cfg['dataset'], loss=cfg['loss'], metrics=list(metrics))
+    r.update(checkpoint=str(fn), epoch=epoch, dataset=cfg['dataset'], loss=cfg['loss'], metrics=list(metrics), ema=G.is_ema)
     atomic_write(dest, json.dumps(r, indent=1))
     return r, dest
 
@@ -120,11 +137,12 @@ def ragan_eval(
     device:str=None, # cpu, cuda, cuda:N or mps (default: cuda when available)
     out:str=None, # where to write the JSON (default: <run folder>/eval_epoch_NNN.json)
     quiet:bool=False, # no progress bars
+    no_ema:bool=False, # evaluate the raw generator even where the run kept an EMA one
 ):
     "Evaluate a ragan-train generator: FID/KID (TF-Inception), classifier distance and classes, or toy modes."
     t0 = time.perf_counter()
-    r, dest = run_command('ragan-eval', lambda: _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet))
-    print(f"{r['dataset']} {r['loss']} epoch {r['epoch']}, {n} samples: {_fmt(r)}")
+    r, dest = run_command('ragan-eval', lambda: _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet, not no_ema))
+    print(f"{r['dataset']} {r['loss']} epoch {r['epoch']}{' (EMA generator)' if r['ema'] else ''}, {n} samples: {_fmt(r)}")
     print(f"{time.perf_counter() - t0:.1f} s; written to {dest}")
 
 # %% ../nbs/22_cli.ipynb #70c4ce09

@@ -20,7 +20,7 @@ from .toys import TOYS, mode_stats
 from .callbacks import GradientPenaltyCallback
 from .config import check_config, make_learner, noise_shape
 from .runs import (atomic_write, sample, save_grid, save_scatter, save_loss_plot, run_dir_of, checkpoint_path,
-                           prune_checkpoints, last_checkpoint, save_checkpoint, read_checkpoint, load_checkpoint)
+                           prune_checkpoints, last_checkpoint, save_checkpoint, read_checkpoint, load_checkpoint, read_run_config)
 
 # %% ../nbs/16_train.ipynb #4134fe63
 HISTORY_COLUMNS = ['epoch', 'iter', 'kind', 'loss', 'penalty']
@@ -56,7 +56,8 @@ class RunOutputs(Callback):
                          for j, (_, k, l, p) in enumerate(new)]
         return new
     def _save_samples(self, e:int, fn:Path, name:str):
-        fake = sample(self.learn.model.generator, self.z)
+        G = getattr(self.learn, 'ema_generator', None)   # the EMA generator where the run keeps one
+        fake, name = sample(G or self.learn.model.generator, self.z), name + (' (EMA)' if G is not None else '')
         ds = self.learn.ragan_cfg['dataset']
         if ds not in TOYS: return save_grid(fake, fn, f'{name}, epoch {e}')
         st = mode_stats(fake, ds)
@@ -106,6 +107,12 @@ def _resumed_config(saved:dict, kwargs:dict) -> dict:
             raise ValueError(f"--resume: {k} was {v!r} in this run, got {new[k]!r} (only {', '.join(RESUMABLE)} may change)")
     return check_config(**{**saved, **{k: kwargs[k] for k in RESUMABLE if kwargs.get(k) is not None}})
 
+def _check_saved_configs(d:Path, ck:dict, ck_fn:Path):
+    "`config.json` of run folder `d` must be readable and agree with the checkpoint's config (bar the `RESUMABLE` keys)."
+    saved, mine = read_run_config(d), json.loads(json.dumps(ck['config']))   # JSON makes tuples lists
+    diff = sorted(k for k in set(saved) | set(mine) if k not in RESUMABLE and saved.get(k) != mine.get(k))
+    if diff: raise ValueError(f"{d/'config.json'} and {ck_fn} disagree on {', '.join(diff)}; restore config.json or start a new run")
+
 def fixed_noise(cfg:dict) -> Tensor:
     "The z of the per-epoch samples (100 images, or 1000 points of a toy), the same in every epoch of a run."
     n = 1000 if cfg['dataset'] in TOYS else 100
@@ -127,10 +134,10 @@ def train(out:str|Path='result', # folder for the run folders
         raise ValueError(f"{d} already holds a run (up to {ck_fn.stem}): continue it with --resume, "
                          "or pick another --out (or remove that folder)")
     ck = read_checkpoint(ck_fn) if resume else None
-    if resume: cfg = _resumed_config(ck['config'], kwargs)
+    if resume: _check_saved_configs(d, ck, ck_fn); cfg = _resumed_config(ck['config'], kwargs)
     _writable(d)
     learn = make_learner(cfg, verbose=not quiet)
-    epoch0, history = (load_checkpoint(learn, ck)['epoch'], ck['history']) if resume else (0, [])
+    epoch0, history = (load_checkpoint(learn, ck, ck_fn)['epoch'], ck['history']) if resume else (0, [])
     if resume and not quiet: print(f"resuming from {ck_fn} (epoch {epoch0})")
     if not resume: atomic_write(d/'config.json', json.dumps(cfg, indent=1))
     outs = RunOutputs(d, fixed_noise(cfg), epoch0=epoch0, history=history, keep=keep)

@@ -75,6 +75,14 @@ BAD = {
     'device-gpu':(['--device', 'cuda:99'], "device 'cuda:99' is not available here"),
     'data':      (['--data', '/no/such/folder'], 'data: /no/such/folder is not a folder'),
     'fresh-run-over-a-run': ([], 'already holds a run (up to epoch_001): continue it with --resume'),
+    'r1-negative': (['--r1=-0.1'], 'r1 (a penalty weight γ) must be a number >= 0, got -0.1'),
+    'r2-negative': (['--r2=-1'], 'r2 (a penalty weight γ) must be a number >= 0, got -1.0'),
+    'reg-every': (['--r1', '0.1', '--reg-every', '0'], 'reg_every must be a positive integer, got 0'),
+    'augment':   (['--augment', 'translation,flip'], "Unknown DiffAugment policy 'flip'. Valid names: color, translation, cutout"),
+    'ema-zero':  (['--ema', '0'], 'half_life (in images) must be a number > 0, got 0.0'),
+    'ema-negative': (['--ema=-100'], 'half_life (in images) must be a number > 0, got -100.0'),
+    'recipe':    (['--recipe', 'stylegan'], "unknown recipe 'stylegan'; choose one of paper, r3gan"),
+    'recipe-gp': (['--recipe', 'r3gan', '--loss', 'RpSGAN-GP'], 'alternatives: use one'),
 }
 
 @pytest.mark.parametrize('case', list(BAD))
@@ -120,11 +128,10 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path, loss):
     # the history of the resumed run is the uninterrupted one
     assert (tmp_path/'a'/f'mnist_{loss}'/'history.csv').read_text() == (tmp_path/'b'/f'mnist_{loss}'/'history.csv').read_text()
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path):
-    "SIGKILL the process once an epoch's checkpoint exists, resume: same parameters as an uninterrupted run."
-    args = ['--n-images', 512, '--seed', 5, '--epochs', 4]
+def _kill_then_resume(tmp_path, args, loss='RaLSGAN'):
+    "Run `args` to the end in a/, and in b/ SIGKILL it after its first checkpoint, then --resume: the two epoch_004.pth."
     assert run(*tiny(tmp_path/'a', *args)).returncode == 0
-    ckdir = tmp_path/'b'/'mnist_RaLSGAN'/'checkpoints'
+    ckdir = tmp_path/'b'/f'mnist_{loss}'/'checkpoints'
     e = {**os.environ, 'OMP_NUM_THREADS': '1'}
     p = subprocess.Popen([str(EXE), *map(str, tiny(tmp_path/'b', *args))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
     t0 = time.time()
@@ -137,7 +144,43 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     assert done and done[-1] != 'epoch_004.pth', done    # it really was interrupted
     r = run(*tiny(tmp_path/'b', *args, '--resume'))
     assert r.returncode == 0, r.stderr
-    assert_same_state(tmp_path/'a'/'mnist_RaLSGAN'/'checkpoints'/'epoch_004.pth', ckdir/'epoch_004.pth')
+    return tmp_path/'a'/f'mnist_{loss}'/'checkpoints'/'epoch_004.pth', ckdir/'epoch_004.pth'
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    "SIGKILL the process once an epoch's checkpoint exists, resume: same parameters as an uninterrupted run."
+    assert_same_state(*_kill_then_resume(tmp_path, ['--n-images', 512, '--seed', 5, '--epochs', 4]))
+
+def test_resume_after_kill_with_recipe_equals_uninterrupted(tmp_path):
+    "The same with R1 + R2, a generator EMA and DiffAugment: their state (EMA average, step counter, RNG) resumes exactly."
+    a, b = _kill_then_resume(tmp_path, ['--n-images', 512, '--size', 16, '--seed', 5, '--epochs', 4, '--ema', 1000,
+                                        '--r1', 0.1, '--r2', 0.1, '--reg-every', 2, '--augment', 'translation,cutout'])
+    assert_same_state(a, b)
+    ca, cb = params(a), params(b)
+    assert sorted(ca['callbacks']) == ['augment', 'ema', 'penalty'] and ca['callbacks']['penalty']['n_critic_steps'] == 4 * 8
+    assert_same(ca['callbacks'], cb['callbacks'], 'callbacks')
+    cfg = (a.parent.parent/'config.json').read_text()
+    assert '"ema": 1000.0' in cfg and '"augment": "translation,cutout"' in cfg and '"reg_every": 2' in cfg
+
+def test_recipe_r3gan_config(tmp_path):
+    "--recipe r3gan resolves to RpSGAN, r1 = r2 = 0.1, EMA 10000, betas (0, 0.99); an explicit flag overrides the preset."
+    r = run(*tiny(tmp_path, '--recipe', 'r3gan', '--r2', 0.2, '--epochs', 1))
+    assert r.returncode == 0, r.stderr
+    cfg = params(tmp_path/'mnist_RpSGAN'/'checkpoints'/'epoch_001.pth')['config']
+    assert {k: cfg[k] for k in ('recipe', 'loss', 'r1', 'r2', 'ema', 'betas', 'lr')} == \
+        dict(recipe='r3gan', loss='RpSGAN', r1=0.1, r2=0.2, ema=10_000, betas=(0.0, 0.99), lr=2e-4)
+    assert '"r2": 0.2' in (tmp_path/'mnist_RpSGAN'/'config.json').read_text()   # config.json records the resolved values
+    assert 'ema' in params(tmp_path/'mnist_RpSGAN'/'checkpoints'/'epoch_001.pth')['callbacks']
+
+def test_stacked_mnist_trains(tmp_path):
+    "Stacked MNIST (3 channels) through the command, on a folder laid out like MNIST's (its test files as the training split)."
+    d = tmp_path/'mnist'; d.mkdir()
+    for kind in ('images-idx3', 'labels-idx1'): shutil.copy(MNIST/f't10k-{kind}-ubyte.gz', d/f'train-{kind}-ubyte.gz')
+    r = run('--dataset', 'stacked_mnist', '--data', d, '--n-images', 128, '--bs', 32, '--epochs', 1, '--device', 'cpu',
+            '--quiet', '--out', tmp_path/'out')
+    assert r.returncode == 0, r.stderr
+    ck = params(tmp_path/'out'/'stacked_mnist_RaLSGAN'/'checkpoints'/'epoch_001.pth')
+    first = next(v for k, v in ck['model'].items() if k.startswith('critic.') and v.ndim == 4)
+    assert first.shape[1] == 3 and ck['config']['dataset'] == 'stacked_mnist'   # the critic reads 3 colour channels
 
 # ---- each data source, through the command ----
 
