@@ -99,7 +99,9 @@ def ragan_train(
 def _fmt(r:dict) -> str:
     "The metrics of an evaluation in one line."
     keys = [('fid', 'FID', '.2f'), ('kid', 'KID', '.4f'), ('cfd', 'classifier FD', '.3f'), ('classes_covered', 'classes', 'd'),
-            ('kl_uniform', 'KL(classes || uniform)', '.4f'), ('modes', 'modes', 'd'), ('high_quality', '% within 3σ', '.1f')]
+            ('kl_uniform', 'KL(classes || uniform)', '.4f'), ('modes', 'modes', 'd'), ('modes_kl', 'reverse KL(modes)', '.3f'),
+            ('high_quality', '% within 3σ', '.1f'), ('precision', 'precision', '.3f'), ('recall', 'recall', '.3f'),
+            ('density', 'density', '.3f'), ('coverage', 'coverage', '.3f')]
     return ', '.join(f"{name} {r[k]:{f}}" + (f" ± {r['kid_std']:.4f}" if k == 'kid' else '') for k, name, f in keys if k in r)
 
 def _check_out(out:str):
@@ -115,7 +117,7 @@ def _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet, e
     if out: _check_out(out)
     G, cfg, epoch, fn = load_generator(run, ema=ema)
     metrics = check_metrics(metrics or default_metrics(cfg['dataset']), cfg['dataset'])
-    if not (n >= 2 and bs >= 1): raise ValueError(f"--n must be >= 2 and --bs >= 1, got {n} and {bs}")
+    if not ((n is None or n >= 2) and bs >= 1): raise ValueError(f"--n must be >= 2 and --bs >= 1, got {n} and {bs}")
     check_device(device)
     rd = fn.parent.parent if fn.parent.name == 'checkpoints' else fn.parent
     dest = Path(out) if out else rd/f"eval_epoch_{epoch:03d}.json"
@@ -128,8 +130,8 @@ def _evaluate_run(run, metrics, n, n_real, bs, seed, data, device, out, quiet, e
 @call_parse
 def ragan_eval(
     run:str, # a ragan-train run folder or one of its checkpoints
-    metrics:str=None, # comma-separated: fid,kid,cfd,classes (images), modes (toys); default: all that apply
-    n:int=10_000, # generated samples
+    metrics:str=None, # comma-separated: fid,kid,cfd,classes,prdc (images), modes (toys, stacked_mnist); default: all that apply
+    n:int=None, # generated samples (default: 26,000 for Stacked MNIST modes, else 10,000)
     n_real:int=None, # real test images (default: the whole test split)
     bs:int=100, # generator batch size
     seed:int=0, # seed of the noise

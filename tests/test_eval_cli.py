@@ -1,17 +1,18 @@
-"`ragan-eval` in its own process: a real Fashion-MNIST run evaluated, and bad input refused with one error line."
-import json, os, subprocess, sys
+"`ragan-eval` in its own process: real Fashion-MNIST and Stacked MNIST runs evaluated, and bad input refused with one error line."
+import json, math, os, subprocess, sys
 from pathlib import Path
 import pytest
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
 FMNIST = Path('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz')
+MNIST = Path(os.environ.get('RAGAN_MNIST', Path(__file__).resolve().parents[2]/'shared'/'data'/'mnist'))   # the MNIST test set
 
-def run(cmd, *args):   # the installed commands, as users run them
+def run(cmd, *args, env=None):   # the installed commands, as users run them
     return subprocess.run([str(Path(sys.executable).parent/cmd), *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=900)
+                          capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=900)
 
-def train(*args): return run('ragan-train', *args)
-def ev(*args): return run('ragan-eval', *args)
+def train(*args, **kw): return run('ragan-train', *args, **kw)
+def ev(*args, **kw): return run('ragan-eval', *args, **kw)
 
 @pytest.fixture(scope='module')
 def fmnist_run(tmp_path_factory):
@@ -67,3 +68,23 @@ def test_train_and_eval_check_device_the_same_way(fmnist_run, tmp_path):
         assert t.returncode == e.returncode == 2, (t.stderr, e.stderr)
         assert t.stderr.removeprefix('ragan-train: ') == e.stderr.removeprefix('ragan-eval: '), (t.stderr, e.stderr)
     assert not list(tmp_path.iterdir())   # nothing written for a refused run
+
+@pytest.fixture(scope='module')
+def stacked_run(tmp_path_factory):
+    if not (MNIST/'t10k-images-idx3-ubyte.gz').is_file(): pytest.skip(f'no MNIST test set in {MNIST} (set RAGAN_MNIST)')
+    out = tmp_path_factory.mktemp('stacked')
+    p = train('--dataset', 'stacked_mnist', '--n-images', '256', '--bs', '32', '--epochs', '1', '--device', 'cpu',
+              '--out', out, '--quiet', env={'RAGAN_MNIST': str(MNIST)})
+    assert p.returncode == 0, p.stderr
+    return out/'stacked_mnist_RaLSGAN'
+
+def test_eval_stacked_mnist_modes_prdc(stacked_run):
+    "Modes of 1000 with reverse KL, and precision/recall/density/coverage, of 1000 samples; a warning that 26,000 is the protocol."
+    p = ev(stacked_run, '--metrics', 'modes,prdc', '--n', '1000', '--quiet', env={'RAGAN_MNIST': str(MNIST)})
+    assert p.returncode == 0, p.stderr
+    r = json.loads((stacked_run/'eval_epoch_001.json').read_text())
+    assert {'modes', 'modes_kl', 'precision', 'recall', 'density', 'coverage'} <= r.keys(), r
+    assert r['n'] == 1000 and r['n_modes'] == 1000 and r['prdc_k'] == 5 and r['prdc_n_real'] == 1000
+    assert 1 <= r['modes'] <= 1000 and 0 <= r['modes_kl'] <= math.log(1000) + 1e-9
+    assert all(0 <= r[k] <= 1 for k in ('precision', 'recall', 'coverage')) and r['density'] >= 0
+    assert 'only at n=26000' in p.stderr and 'modes' in p.stdout
