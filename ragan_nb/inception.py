@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn, Tensor
 from .data import data_cache, load_images
+from .runs import atomic_write
 
 # %% ../nbs/17_inception.ipynb #eac5f8e6
 INCEPTION_SIZE = 299                  # the network's input side length
@@ -182,9 +183,7 @@ class InceptionMetrics:
     def save_real(self, fn:str|Path, **meta):
         "Save the real images' statistics (FID sums, KID features) with `meta` to `fn`."
         real = lambda m: {k: v for k, v in m.state_dict().items() if k.startswith('real_')}
-        fn = Path(fn); fn.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fn.with_name(fn.name + '.tmp')
-        torch.save(dict(meta=meta, fid=real(self.fid), kid=real(self.kid)), tmp); tmp.replace(fn)
+        atomic_write(fn, lambda t: torch.save(dict(meta=meta, fid=real(self.fid), kid=real(self.kid)), t))
 
     def load_real(self, fn:str|Path) -> dict:
         "Load real statistics saved by `save_real`; return their `meta`."
