@@ -156,18 +156,24 @@ def _seeds(seeds:str) -> list:
 def ragan_bench(
     out:str='bench', # folder for results.csv, results.md, metrics.png, samples.png and the run folders
     dataset:str='fashion_mnist', # a dataset or toy
-    losses:str=','.join(BENCH_LOSSES), # comma-separated loss names
+    losses:str=','.join(BENCH_LOSSES), # comma-separated loss names, each optionally +R1, +R2, +EMA (e.g. RpSGAN+R1+R2+EMA)
     seeds:str='0,1,2', # comma-separated seeds
     epochs:int=1, # epochs per run
     n_images:int=None, # train on the first N images (default: all)
     bs:int=64, # batch size
+    lr:float=None, # Adam learning rate of every run (default: 2e-4)
+    betas:Annotated[float, {'nargs': 2}]=None, # Adam's beta1 beta2 of every run (default: 0.5 0.999)
+    n_crit:int=None, # critic steps per generator step of every run (default: 1)
     n:int=1000, # generated samples evaluated per run
     n_real:int=None, # real test images (default: all)
     metrics:str=None, # comma-separated (default: all that apply)
+    curve:str=None, # comma-separated metrics also measured after every epoch: curves.csv and curves.png
     device:str=None, # cpu, cuda, cuda:N or mps (default: cuda when available)
 ):
     "Train every loss x seed with the same budget, evaluate, and write a CSV, a markdown table and plots."
     run_command('ragan-bench', lambda: bench(out, dataset, losses.split(','), _seeds(seeds), epochs=epochs, n_images=n_images,
-                                             bs=bs, n=n, n_real=n_real, metrics=metrics, device=device),
+                                             bs=bs, lr=lr, betas=betas, n_crit=n_crit, n=n, n_real=n_real, metrics=metrics,
+                                             curve=curve, device=device),
                 interrupted="interrupted; finished runs are kept: the same command continues the benchmark")
-    print(f"written: {Path(out)/'results.csv'}, {Path(out)/'results.md'}, {Path(out)/'metrics.png'}, {Path(out)/'samples.png'}")
+    made = [Path(out)/f for f in ('results.csv', 'results.md', 'metrics.png', 'samples.png', 'curves.csv', 'curves.png')]
+    print('written: ' + ', '.join(str(f) for f in made if f.is_file()))
