@@ -194,13 +194,13 @@ def _run_all(out:Path, df:pd.DataFrame, todo:list, budget:dict, metrics:tuple, d
 def bench(out:str|Path='bench', # folder for results.csv, results.md, plots and the run folders
           dataset:str='fashion_mnist', # a dataset or toy
           losses=BENCH_LOSSES, # loss names (`LOSS_NAMES`, '-GP' variants), each optionally + 'R1', 'R2', 'EMA'
-          lr:float|None=None, # Adam's learning rate (default: the run default, 2e-4)
-          betas:tuple|None=None, # Adam's (β1, β2) (default: (0.5, 0.999))
-          n_crit:int|None=None, # critic steps per generator step (default: 1)
           seeds=(0, 1, 2), # one run per loss and seed
           epochs:int=1, # training budget: epochs over ...
           n_images:int|None=None, # ... the first n_images training images (default: all)
           bs:int=64, # batch size
+          lr:float|None=None, # Adam's learning rate (default: the run default, 2e-4)
+          betas:tuple|None=None, # Adam's (β1, β2) (default: (0.5, 0.999))
+          n_crit:int|None=None, # critic steps per generator step (default: 1)
           n:int=1000, # generated samples evaluated per run
           n_real:int|None=None, # real test images (default: the whole test split)
           metrics=None, # default: `default_metrics(dataset)`

@@ -56,6 +56,30 @@ def _nonfinite_message(learn) -> str:
     return (f"the {what} became {nf['value']} at {where}; training stopped. "
             + (f"The last good checkpoint is {ck}" if ck else "No epoch finished, so there is no checkpoint") + " (try a lower --lr).")
 
+def _options(**kw) -> list:
+    "The command-line options that give `ragan_train` these values (None and False left out)."
+    opts = []
+    for k, v in kw.items():
+        if v is None or v is False: continue
+        flag = '--' + k.replace('_', '-')
+        opts += [flag] if v is True else [flag, *map(str, v)] if isinstance(v, (list, tuple)) else [flag, str(v)]
+    return opts
+
+def _launch(out:str, resume:bool, quiet:bool, args:dict):
+    "`ragan-train --nproc N`: check every option and find the data here, then run the same command in N processes under torchrun."
+    import shutil
+    from ragan_nb.train import prepare_run, fetch_data
+    from ragan_nb.distributed import launch
+    def check():
+        fetch_data(prepare_run(out, resume, **args)[0])   # a mistake is one line here, before any process starts
+        exe = shutil.which('ragan-train', path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')]))
+        if exe is None: raise ValueError("the ragan-train command is not on PATH; start the processes with torchrun (see ragan_nb.distributed)")
+        return exe
+    exe = run_command('ragan-train', check)
+    code = launch(args['nproc'], [exe, *_options(out=out, resume=resume, quiet=quiet, **args)])
+    if code not in (0, 2, 3, 130): fail('ragan-train', f"a training process stopped with exit status {code}; its output is above", 1)
+    if code: sys.exit(code)
+
 @call_parse
 def ragan_train(
     dataset:Annotated[str, {'choices': DATASETS + TOYS}]=None, # dataset (default: fashion_mnist)
@@ -82,14 +106,22 @@ def ragan_train(
     out:str='result', # where run folders go: <out>/<dataset>_<loss>/
     resume:bool=False, # continue from the last checkpoint
     quiet:bool=False, # no progress bar (one line per epoch instead)
+    nproc:int=None, # processes sharing each batch: N > 1 starts N under torchrun (gloo on the CPU, a GPU each on CUDA); --bs stays global
+    sync_bn:bool=False, # with several processes: batch norm over the global batch, as one process trains (default: each process's rows)
 ):
     "Train a (relativistic) GAN; write epoch_NNN.png, loss.png, history.csv, config.json and checkpoints."
     args = dict(dataset=dataset, loss=loss, epochs=epochs, bs=bs, lr=lr, betas=betas, n_crit=n_crit, gp=gp, r1=r1, r2=r2,
                 reg_every=reg_every, ema=ema, augment=augment, recipe=recipe, arch=arch, size=size, sn=sn or None, seed=seed,
-                n_images=n_images, data=data, device=device)
-    t0 = time.perf_counter()
-    learn = run_command('ragan-train', lambda: train(out, resume=resume, quiet=quiet, **args),
-                        interrupted="interrupted; the checkpoints written so far are kept: continue with --resume")
+                n_images=n_images, data=data, device=device, nproc=nproc, sync_bn=sync_bn or None)
+    if isinstance(nproc, int) and nproc > 1 and 'WORLD_SIZE' not in os.environ: return _launch(out, resume, quiet, args)
+    rank, t0 = int(os.environ.get('RANK', 0)), time.perf_counter()   # under torchrun: this process's rank
+    def body():
+        try: return train(out, resume=resume, quiet=quiet, **args)
+        except (ValueError, OSError, KeyboardInterrupt) as e:
+            if rank: sys.exit(130 if isinstance(e, KeyboardInterrupt) else 2)   # rank 0 says it, once
+            raise
+    learn = run_command('ragan-train', body, interrupted="interrupted; the checkpoints written so far are kept: continue with --resume")
+    if rank: return sys.exit(3) if learn.nonfinite is not None else None   # rank 0 alone prints
     if learn.nonfinite is not None: fail('ragan-train', _nonfinite_message(learn), 3)
     d, ts = learn.run_dir, learn.epoch_times
     if ts: print(f"{len(ts)} epoch(s) in {time.perf_counter() - t0:.1f} s, {np.mean(ts):.1f} s/epoch; peak RSS {_peak_rss_mb():.0f} MB")

@@ -6,9 +6,11 @@ Docs: https://ragan-nb.github.io/ragan_nb/config.html.md"""
 
 # %% auto #0
 __all__ = ['RECIPES', 'DEFAULTS', 'NOISE_SIZE', 'TOY_N', 'N_CHANNELS', 'MAX_SEED', 'available_devices', 'check_device',
-           'default_device', 'check_config', 'noise_shape', 'build_models', 'run_dls', 'make_learner']
+           'default_device', 'check_world', 'run_device', 'check_config', 'noise_shape', 'build_models', 'run_dls',
+           'make_learner']
 
 # %% ../nbs/14_config.ipynb #680dbd14
+import os
 from pathlib import Path
 import torch
 from torch import nn
@@ -20,6 +22,7 @@ from .models import ARCHS, gan_models, dcgan_plan
 from .realness import REALNESS_OUTCOMES
 from .augment import parse_policy
 from .learner import check_learner_args, ragan_learner
+from .distributed import world, env_world, rank_seed, ShardedGANDataLoader, DistributedCallback
 
 # %% ../nbs/14_config.ipynb #2edfc1d1
 def available_devices() -> list:
@@ -42,12 +45,33 @@ def default_device(device:str|None=None # a checked device name, or None
     "`device`, else 'cuda' where an NVIDIA GPU is available, else 'cpu' ('mps' only when asked for)."
     return device or ('cuda' if torch.cuda.is_available() else 'cpu')
 
+def check_world(nproc:int, # processes of the run
+                device:str|None, # the run's device (checked by `check_device`); None: `default_device`'s choice
+                n_gpus:int|None=None, # NVIDIA GPUs of this machine (default: torch's count)
+               ):
+    "One `ValueError` if `nproc` processes cannot train on `device` here: gloo on the CPU takes any number, NCCL one GPU each."
+    if nproc == 1: return
+    n_gpus = torch.cuda.device_count() if n_gpus is None else n_gpus
+    dev = device or ('cuda' if n_gpus else 'cpu')
+    if dev == 'mps': raise ValueError("nproc > 1 trains on the CPU (gloo) or on NVIDIA GPUs (NCCL); torch has no process group for mps")
+    if dev.startswith('cuda:'): raise ValueError(f"with nproc > 1 each process takes the GPU of its local rank: give device cuda, not {dev}")
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', nproc))   # the processes on this machine (torchrun sets it)
+    if dev == 'cuda' and local > n_gpus:
+        raise ValueError(f"{local} processes on this machine need {local} GPUs (one each); it has {n_gpus}: use fewer processes or device cpu")
+
+def run_device(cfg:dict # a configuration from `check_config`
+              ) -> str:
+    "The device this process trains on: `cfg['device']` (or the default), `cuda:LOCAL_RANK` in a multi-process CUDA run."
+    dev, (n, _, local) = default_device(cfg['device']), env_world()
+    return f'cuda:{local}' if n > 1 and torch.device(dev).type == 'cuda' else dev
+
 # %% ../nbs/14_config.ipynb #af6cf271
 RECIPES = {  # `--recipe` presets: the settings each one fills in before the explicit arguments override them
     'paper': dict(loss='RaLSGAN', lr=2e-4, betas=(0.5, 0.999), r1=None, r2=None, reg_every=1, ema=None),   # the 2018 paper
     'r3gan': dict(loss='RpSGAN', lr=2e-4, betas=(0.0, 0.99), r1=0.1, r2=0.1, reg_every=1, ema=10_000)}    # R3GAN (2025)
 DEFAULTS = dict(dataset='fashion_mnist', recipe='paper', **RECIPES['paper'], epochs=1, bs=64, n_crit=1, gp=None,
-                augment=None, arch=None, size=None, sn=False, seed=0, n_images=None, data=None, device=None)
+                augment=None, arch=None, size=None, sn=False, seed=0, n_images=None, data=None, device=None,
+                nproc=1, sync_bn=False)   # processes sharing each (global) batch; batch norm over the global batch
 NOISE_SIZE = 128  # length of z for the image generators
 TOY_N = 25_600    # samples drawn once for a toy dataset's "epoch"
 N_CHANNELS = {d: DATASET_SHAPES[d]['channels'] for d in DATASETS}  # colour channels of each image dataset
@@ -69,6 +93,9 @@ def _check_toy(cfg):
         if cfg[k]: raise ValueError(f"{k} is for image datasets, not the 2D toy {ds}")
     if cfg['bs'] < 2:
         raise ValueError(f"bs must be at least 2 for the toys (the MLP generator's BatchNorm needs 2 samples per batch), got {cfg['bs']}")
+    if cfg['bs'] // cfg['nproc'] < 2 and not cfg['sync_bn']:
+        raise ValueError(f"each of the {cfg['nproc']} processes gets {cfg['bs'] // cfg['nproc']} sample(s) of the batch of {cfg['bs']}, "
+                         "and the MLP generator's BatchNorm needs 2 per process: use a larger bs, or sync_bn")
     n = cfg['n_images'] or TOY_N
     check_room(n * (2 * 4 + 8), f"n_images={n} samples of the toy {ds}")   # float32 pairs, int64 mode indices
 
@@ -100,11 +127,14 @@ def check_config(**kwargs) -> dict:
                        reg_every=cfg['reg_every'], ema=cfg['ema'], augment=cfg['augment'])   # the learner's own check
     cfg['betas'] = tuple(float(b) for b in cfg['betas'])
     if cfg['augment']: cfg['augment'] = ','.join(parse_policy(cfg['augment']))
-    for k in ('epochs', 'bs') + (('n_images',) if cfg['n_images'] is not None else ()): _whole(cfg, k)
+    for k in ('epochs', 'bs', 'nproc') + (('n_images',) if cfg['n_images'] is not None else ()): _whole(cfg, k)
+    if cfg['bs'] % cfg['nproc']:
+        raise ValueError(f"bs is the global batch, split evenly over the processes: {cfg['bs']} is not a multiple of nproc {cfg['nproc']}")
     _whole(cfg, 'seed', lo=0)
     if cfg['seed'] >= MAX_SEED: raise ValueError(f"seed must be an integer in [0, 2**32), got {cfg['seed']}")
-    if not isinstance(cfg['sn'], bool): raise ValueError(f"sn must be True or False, got {cfg['sn']!r}")
-    check_device(cfg['device'])
+    for k in ('sn', 'sync_bn'):
+        if not isinstance(cfg[k], bool): raise ValueError(f"{k} must be True or False, got {cfg[k]!r}")
+    check_device(cfg['device']); check_world(cfg['nproc'], cfg['device'])
     _check_model(cfg)
     return cfg
 
@@ -125,21 +155,25 @@ def build_models(cfg:dict, # a configuration from `check_config` (or a checkpoin
 def run_dls(cfg:dict, # a configuration from `check_config`
             verbose:bool=False, # print where the images came from
            ):
-    "The `(noise, real)` DataLoaders of a run, their noise and order seeded by `cfg['seed']`."
-    seed, device, ns = cfg['seed'], default_device(cfg['device']), noise_shape(cfg['dataset'])
+    "The `(noise, real)` DataLoaders of a run, their noise and order seeded by `cfg['seed']`; in a process group, this process's rows."
+    seed, device, ns = cfg['seed'], run_device(cfg), noise_shape(cfg['dataset'])
     if cfg['dataset'] not in TOYS:
-        return image_dls(cfg['dataset'], bs=cfg['bs'], size=cfg['size'], noise_size=ns, path=cfg['data'],
-                         n=cfg['n_images'], seed=seed, device=device, verbose=verbose)
-    data = toy_data(cfg['dataset'], cfg['n_images'] or TOY_N, seed=seed)
-    dls = gan_dls(data, bs=cfg['bs'], noise_size=ns, seed=seed, device=device)
-    dls.source = f"{len(data)} samples of {cfg['dataset']} (seed {seed})"
+        dls = image_dls(cfg['dataset'], bs=cfg['bs'], size=cfg['size'], noise_size=ns, path=cfg['data'],
+                        n=cfg['n_images'], seed=seed, device=device, verbose=verbose)
+    else:
+        data = toy_data(cfg['dataset'], cfg['n_images'] or TOY_N, seed=seed)
+        dls = gan_dls(data, bs=cfg['bs'], noise_size=ns, seed=seed, device=device)
+        dls.source = f"{len(data)} samples of {cfg['dataset']} (seed {seed})"
+    n, rank = world()
+    if n > 1: dls.loaders[0] = ShardedGANDataLoader.from_loader(dls.train, n, rank)   # the global batch, this process's rows
     return dls
 
 def make_learner(cfg:dict, # a configuration from `check_config`
                  verbose:bool=False, # print where the images came from
                 ):
     "DataLoaders, networks and `ragan_learner` of a checked configuration, all seeded by `cfg['seed']`."
-    seed = cfg['seed']
+    seed, (n, rank) = cfg['seed'], world()
+    if n != cfg['nproc']: raise ValueError(f"the configuration says nproc {cfg['nproc']}, but this process group has {n} process(es)")
     torch.manual_seed(seed)
     dls = run_dls(cfg, verbose)
     if len(dls.train) == 0: raise ValueError(f"batch size {cfg['bs']} is larger than the {len(dls.train.images)} training images")
@@ -147,7 +181,8 @@ def make_learner(cfg:dict, # a configuration from `check_config`
     learn = ragan_learner(dls, G, C, loss=cfg['loss'], n_crit=cfg['n_crit'], gp=cfg['gp'], lr=cfg['lr'], betas=cfg['betas'],
                           r1=cfg['r1'], r2=cfg['r2'], reg_every=cfg['reg_every'], ema=cfg['ema'], augment=cfg['augment'],
                           gp_seed=seed + 1,   # the penalty's mixing weights
-                          augment_seed=seed + 3,   # DiffAugment's draws
-                          loss_kwargs=dict(seed=seed + 2) if cfg['loss'] == REALNESS else None)   # RealnessGAN's anchor draws
+                          augment_seed=rank_seed(seed + 3, rank),   # DiffAugment's draws: a stream per process
+                          loss_kwargs=dict(seed=seed + 2) if cfg['loss'] == REALNESS else None,   # RealnessGAN's anchor draws
+                          cbs=[DistributedCallback(cfg['sync_bn'])] if n > 1 else None)
     learn.ragan_cfg = cfg
     return learn

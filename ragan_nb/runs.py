@@ -22,6 +22,7 @@ from .penalty import ZeroCentredPenaltyCallback
 from .ema import EMACallback
 from .augment import DiffAugmentCallback
 from .config import DEFAULTS, build_models, check_config
+from .distributed import unsynced
 
 # %% ../nbs/15_runs.ipynb #2f576403
 def atomic_write(fn:str|Path, # the file to (re)write; its folder is created if needed
@@ -71,7 +72,7 @@ def sample(G:nn.Module, # a generator
            z:Tensor, # noise, moved to G's device
           ) -> Tensor: # G(z) as float32 on the CPU
     "G(z) in training mode (batch statistics, as the critic sees it) on a copy, so the run's state is untouched."
-    g = copy.deepcopy(G).train()
+    g = unsynced(copy.deepcopy(G)).train()   # rank 0 draws alone: no collective in batch norm
     return g(z.to(next(g.parameters()).device)).float().cpu()
 
 def _save_fig(fig, fn:Path):
@@ -183,11 +184,11 @@ def read_checkpoint(fn:str|Path) -> dict:
 CONFIG_KEYS = ('dataset', 'loss', 'arch', 'size', 'sn')   # what rebuilding a run's networks needs
 
 def _check_saved_config(cfg, fn:Path):
-    "A checkpoint's config names the networks and passes `check_config` (without its data folder and device: another machine's)."
+    "A checkpoint's config names the networks and passes `check_config` (without its data folder, device and nproc: another machine's)."
     if not isinstance(cfg, dict): raise ValueError(f"{fn} is not a ragan-train checkpoint: its config is not a dictionary")
     missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing: raise ValueError(f"{fn}: its config has no {', '.join(missing)}, so its networks cannot be rebuilt")
-    try: check_config(**{k: v for k, v in cfg.items() if k in DEFAULTS and k not in ('data', 'device')})
+    try: check_config(**{k: v for k, v in cfg.items() if k in DEFAULTS and k not in ('data', 'device', 'nproc')})
     except ValueError as e: raise ValueError(f"{fn}: its config is invalid: {e}") from None
 
 def _load_weights(module:nn.Module, sd:dict, fn, what:str):
