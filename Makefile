@@ -41,8 +41,11 @@ test: data nbtest pytest
 nbtest: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev-test --timing --do-print
 
+## pytest: two workers (pytest-xdist) on the 2-core test machine, one thread each; a test file stays on one worker (its
+## module fixtures: a trained run, a command server, a docs build are made once), slow files first (tests/conftest.py)
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/python -m pytest tests/ -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest tests/ -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 export: $(STAMP)
 	$(BIN)/nbdev-export

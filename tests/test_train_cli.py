@@ -1,19 +1,29 @@
-"""End-to-end tests of the `ragan-train` command, run as a user runs it: in its own process."""
+"""End-to-end tests of the `ragan-train` command, run as a user runs it: the installed script with its own argv, cwd,
+environment and output. Most commands run in a child forked from tests/conftest.py's server (which imported the
+command once); the entry point itself also runs as a fresh process here (`good_run`, the run killed with SIGKILL),
+and `RAGAN_TEST_FRESH_PROCESS=1` runs every command that way."""
 import hashlib, os, pickle, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import command_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent/'shared'/'data'/'mnist'
 EXE = Path(sys.executable).parent/'ragan-train'
 FMNIST = Path('/usr/share/datasets/fashion-mnist')
 
-def run(*args, env=None, cwd=None, timeout=300):
-    "Run ragan-train with `args`; return the CompletedProcess (text)."
-    e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
-    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout)
+def fresh_run(*args, env=None, cwd=None, timeout=300):
+    "Run ragan-train with `args` as a fresh process; return the CompletedProcess (text)."
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, env=command_env(env), cwd=cwd,
+                          timeout=timeout)
+
+@pytest.fixture(scope='module')
+def run(commands, tmp_path_factory):
+    "`run(*args, env=None)`: ragan-train with `args` in a forked child of the command server; the CompletedProcess (text)."
+    cwd = tmp_path_factory.mktemp('cwd')
+    return lambda *args, env=None, timeout=300: commands('ragan-train', *args, cwd=cwd, env=env, timeout=timeout)
 
 def tiny(out, *extra):
     "Arguments of a quick MNIST run (64 official test-set digits, batch 32)."
@@ -49,9 +59,9 @@ def test_data_present():
 
 @pytest.fixture(scope='module')
 def good_run(tmp_path_factory):
-    "A finished 1-epoch run whose files must survive every bad command."
+    "A finished 1-epoch run whose files must survive every bad command (a fresh process: the entry point as installed)."
     out = tmp_path_factory.mktemp('good')
-    r = run(*tiny(out, '--epochs', 1))
+    r = fresh_run(*tiny(out, '--epochs', 1))
     assert r.returncode == 0, r.stderr
     d = out/'mnist_RaLSGAN'
     assert {'epoch_001.png', 'loss.png', 'history.csv', 'config.json'} <= {p.name for p in d.iterdir()}
@@ -86,7 +96,7 @@ BAD = {
 }
 
 @pytest.mark.parametrize('case', list(BAD))
-def test_bad_input(good_run, case):
+def test_bad_input(run, good_run, case):
     args, msg = BAD[case]
     before = snapshot(good_run)
     r = run(*tiny(good_run), *args)   # argparse keeps the last value of a repeated flag
@@ -96,7 +106,7 @@ def test_bad_input(good_run, case):
     assert len(r.stderr.strip().splitlines()) <= 6 and r.stderr.count('error') == 1, r.stderr  # usage + one error line
     assert snapshot(good_run) == before
 
-def test_unwritable_out(good_run, tmp_path):
+def test_unwritable_out(run, good_run, tmp_path):
     blocker = tmp_path/'a-file'; blocker.write_text('not a folder')
     for out in [blocker/'sub', '/proc/ragan-out']:
         r = run(*tiny(out, '--epochs', 1))
@@ -104,7 +114,7 @@ def test_unwritable_out(good_run, tmp_path):
         assert 'Traceback' not in r.stderr
     assert blocker.read_text() == 'not a folder'
 
-def test_nonfinite_loss_keeps_last_checkpoint(good_run):
+def test_nonfinite_loss_keeps_last_checkpoint(run, good_run):
     "lr 1e30 blows the critic up: the run stops with exit 3, names the last good checkpoint and leaves it as it was."
     d = good_run/'mnist_RaLSGAN'
     before = snapshot(good_run)
@@ -116,7 +126,7 @@ def test_nonfinite_loss_keeps_last_checkpoint(good_run):
     assert snapshot(good_run) == before
 
 @pytest.mark.parametrize('loss', ['WGAN-GP', 'realness'])
-def test_resume_after_stop_equals_uninterrupted(tmp_path, loss):
+def test_resume_after_stop_equals_uninterrupted(run, tmp_path, loss):
     "2 epochs, then --resume to 4: same parameters and Adam state as 4 at once (penalty / anchor generators restored)."
     args = ['--loss', loss, '--n-crit', 2, '--seed', 3, '--n-images', 128]
     assert run(*tiny(tmp_path/'a', *args, '--epochs', 4)).returncode == 0
@@ -128,12 +138,12 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path, loss):
     # the history of the resumed run is the uninterrupted one
     assert (tmp_path/'a'/f'mnist_{loss}'/'history.csv').read_text() == (tmp_path/'b'/f'mnist_{loss}'/'history.csv').read_text()
 
-def _kill_then_resume(tmp_path, args, loss='RaLSGAN'):
-    "Run `args` to the end in a/, and in b/ SIGKILL it after its first checkpoint, then --resume: the two epoch_004.pth."
+def _kill_then_resume(run, tmp_path, args, loss='RaLSGAN'):
+    "Run `args` to the end in a/; in b/ (a fresh process) SIGKILL it after its first checkpoint, --resume: both epoch_004.pth."
     assert run(*tiny(tmp_path/'a', *args)).returncode == 0
     ckdir = tmp_path/'b'/f'mnist_{loss}'/'checkpoints'
-    e = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    p = subprocess.Popen([str(EXE), *map(str, tiny(tmp_path/'b', *args))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
+    p = subprocess.Popen([str(EXE), *map(str, tiny(tmp_path/'b', *args))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=command_env())
     t0 = time.time()
     while not (ckdir/'epoch_001.pth').exists():
         assert p.poll() is None and time.time() - t0 < 240, 'the run ended before its first checkpoint'
@@ -146,13 +156,13 @@ def _kill_then_resume(tmp_path, args, loss='RaLSGAN'):
     assert r.returncode == 0, r.stderr
     return tmp_path/'a'/f'mnist_{loss}'/'checkpoints'/'epoch_004.pth', ckdir/'epoch_004.pth'
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path):
+def test_resume_after_kill_equals_uninterrupted(run, tmp_path):
     "SIGKILL the process once an epoch's checkpoint exists, resume: same parameters as an uninterrupted run."
-    assert_same_state(*_kill_then_resume(tmp_path, ['--n-images', 512, '--seed', 5, '--epochs', 4]))
+    assert_same_state(*_kill_then_resume(run, tmp_path, ['--n-images', 512, '--seed', 5, '--epochs', 4]))
 
-def test_resume_after_kill_with_recipe_equals_uninterrupted(tmp_path):
+def test_resume_after_kill_with_recipe_equals_uninterrupted(run, tmp_path):
     "The same with R1 + R2, a generator EMA and DiffAugment: their state (EMA average, step counter, RNG) resumes exactly."
-    a, b = _kill_then_resume(tmp_path, ['--n-images', 512, '--size', 16, '--seed', 5, '--epochs', 4, '--ema', 1000,
+    a, b = _kill_then_resume(run, tmp_path, ['--n-images', 512, '--size', 16, '--seed', 5, '--epochs', 4, '--ema', 1000,
                                         '--r1', 0.1, '--r2', 0.1, '--reg-every', 2, '--augment', 'translation,cutout'])
     assert_same_state(a, b)
     ca, cb = params(a), params(b)
@@ -161,7 +171,7 @@ def test_resume_after_kill_with_recipe_equals_uninterrupted(tmp_path):
     cfg = (a.parent.parent/'config.json').read_text()
     assert '"ema": 1000.0' in cfg and '"augment": "translation,cutout"' in cfg and '"reg_every": 2' in cfg
 
-def test_recipe_r3gan_config(tmp_path):
+def test_recipe_r3gan_config(run, tmp_path):
     "--recipe r3gan resolves to RpSGAN, r1 = r2 = 0.1, EMA 10000, betas (0, 0.99); an explicit flag overrides the preset."
     r = run(*tiny(tmp_path, '--recipe', 'r3gan', '--r2', 0.2, '--epochs', 1))
     assert r.returncode == 0, r.stderr
@@ -171,7 +181,7 @@ def test_recipe_r3gan_config(tmp_path):
     assert '"r2": 0.2' in (tmp_path/'mnist_RpSGAN'/'config.json').read_text()   # config.json records the resolved values
     assert 'ema' in params(tmp_path/'mnist_RpSGAN'/'checkpoints'/'epoch_001.pth')['callbacks']
 
-def test_stacked_mnist_trains(tmp_path):
+def test_stacked_mnist_trains(run, tmp_path):
     "Stacked MNIST (3 channels) through the command, on a folder laid out like MNIST's (its test files as the training split)."
     d = tmp_path/'mnist'; d.mkdir()
     for kind in ('images-idx3', 'labels-idx1'): shutil.copy(MNIST/f't10k-{kind}-ubyte.gz', d/f'train-{kind}-ubyte.gz')
@@ -184,13 +194,13 @@ def test_stacked_mnist_trains(tmp_path):
 
 # ---- each data source, through the command ----
 
-def test_source_env_var(tmp_path):
+def test_source_env_var(run, tmp_path):
     r = run('--dataset', 'mnist', '--n-images', 64, '--bs', 32, '--epochs', 1, '--out', tmp_path, '--device', 'cpu',
             env={'RAGAN_MNIST': str(MNIST), 'RAGAN_DATA': str(tmp_path/'cache')})
     assert r.returncode == 0, r.stderr
     assert f'from RAGAN_MNIST: {MNIST}' in r.stdout
 
-def test_source_debian_fashion_mnist(tmp_path):
+def test_source_debian_fashion_mnist(run, tmp_path):
     r = run('--n-images', 64, '--bs', 32, '--epochs', 1, '--out', tmp_path, '--device', 'cpu',
             env={'RAGAN_DATA': str(tmp_path/'cache')})           # default dataset: fashion_mnist
     assert r.returncode == 0, r.stderr
@@ -204,7 +214,7 @@ def _write_cifar(folder, n=32):
         data = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
         with open(folder/name, 'wb') as f: pickle.dump({b'data': data, b'labels': [0]*n}, f)
 
-def test_source_cifar_local_copy(tmp_path):
+def test_source_cifar_local_copy(run, tmp_path):
     "CIFAR-10 python batches in the cache folder (where a download would have put them) are found and used."
     _write_cifar(tmp_path/'cache'/'cifar10'/'cifar-10-batches-py')
     r = run('--dataset', 'cifar10', '--bs', 32, '--epochs', 1, '--out', tmp_path/'out', '--device', 'cpu',
@@ -212,7 +222,7 @@ def test_source_cifar_local_copy(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'cifar10: 160 images from local copy in' in r.stdout
 
-def test_source_offline_nothing_found(tmp_path):
+def test_source_offline_nothing_found(run, tmp_path):
     "No copy anywhere and no network: exit 2 with one message saying where to put the files."
     r = run('--dataset', 'cifar10', '--epochs', 1, '--out', tmp_path/'out', '--device', 'cpu',
             env={'RAGAN_DATA': str(tmp_path/'cache'), 'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9',
@@ -221,19 +231,19 @@ def test_source_offline_nothing_found(tmp_path):
     assert 'could not find the cifar10 dataset' in r.stderr and 'set RAGAN_CIFAR10=<folder>' in r.stderr
     assert 'Traceback' not in r.stderr
 
-def test_toy_dataset_writes_scatter_plots(tmp_path):
+def test_toy_dataset_writes_scatter_plots(run, tmp_path):
     r = run('--dataset', 'grid25', '--n-images', 1024, '--bs', 128, '--epochs', 1, '--out', tmp_path, '--device', 'cpu', '--quiet')
     assert r.returncode == 0, r.stderr
     assert (tmp_path/'grid25_RaLSGAN'/'epoch_001.png').is_file()
     assert 'epoch 1/1' in r.stdout
 
-def test_realness_loss_runs(tmp_path):
+def test_realness_loss_runs(run, tmp_path):
     r = run(*tiny(tmp_path, '--loss', 'realness', '--epochs', 1))
     assert r.returncode == 0, r.stderr
     ck = params(tmp_path/'mnist_realness'/'checkpoints'/'epoch_001.pth')
     assert ck['model']['critic.8.weight'].shape[0] == 51   # N outcomes of the official image runs
 
-def test_checkpoints_sort_by_epoch_number(tmp_path):
+def test_checkpoints_sort_by_epoch_number(run, tmp_path):
     "A run past epoch 999: --resume continues from epoch_1000.pth, not from epoch_999.pth (which sorts last as text)."
     args = ['--dataset', 'grid9', '--n-images', 128, '--bs', 64, '--device', 'cpu', '--quiet', '--out', tmp_path]
     assert run(*args, '--epochs', 2).returncode == 0
@@ -249,7 +259,7 @@ def test_checkpoints_sort_by_epoch_number(tmp_path):
     assert sorted(p.name for p in ckdir.iterdir()) == ['epoch_1000.pth', 'epoch_1001.pth', 'epoch_999.pth']
     assert params(ckdir/'epoch_1001.pth')['epoch'] == 1001
 
-def test_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+def test_resume_refuses_a_file_that_is_not_a_checkpoint(run, tmp_path):
     ckdir = tmp_path/'mnist_RaLSGAN'/'checkpoints'; ckdir.mkdir(parents=True)
     (ckdir/'epoch_001.pth').write_text('not a checkpoint')
     r = run(*tiny(tmp_path, '--resume', '--epochs', 2))
