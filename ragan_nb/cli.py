@@ -10,7 +10,7 @@ __all__ = ['fail', 'run_command', 'ragan_train', 'ragan_eval', 'ragan_bench']
 # %% ../nbs/22_cli.ipynb #34565318
 import warnings
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated')   # raised while importing fastai: not ours to act on
-import json, os, resource, sys, time
+import json, os, resource, shutil, sys, time
 from pathlib import Path
 from typing import Annotated, Callable
 import numpy as np
@@ -19,7 +19,8 @@ from .data import DATASETS
 from .toys import TOYS
 from .config import check_device
 from .runs import atomic_write, last_checkpoint, load_generator
-from .train import train
+from .distributed import launch
+from .train import train, prepare_run, fetch_data
 from .evaluate import evaluate, check_metrics, default_metrics
 from .bench import BENCH_LOSSES, bench
 
@@ -67,9 +68,6 @@ def _options(**kw) -> list:
 
 def _launch(out:str, resume:bool, quiet:bool, args:dict):
     "`ragan-train --nproc N`: check every option and find the data here, then run the same command in N processes under torchrun."
-    import shutil
-    from ragan_nb.train import prepare_run, fetch_data
-    from ragan_nb.distributed import launch
     def check():
         fetch_data(prepare_run(out, resume, **args)[0])   # a mistake is one line here, before any process starts
         exe = shutil.which('ragan-train', path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')]))
