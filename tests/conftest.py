@@ -7,7 +7,7 @@ argv, cwd, environment and stdio), so a command costs what it computes. `RAGAN_T
 command as a fresh process instead. A few tests still start the installed scripts as fresh processes on purpose
 (the entry points themselves, a run killed with SIGKILL).
 """
-import json, os, subprocess
+import os, subprocess
 from pathlib import Path
 
 import pytest
@@ -31,18 +31,10 @@ def command_env(env:dict|None=None) -> dict:
 
 class Commands(safety.Commands):
     "test_safety's `Commands` (its fork server), each command in `command_env(env)`, the caller's environment."
+    preexec = None
+    def env(self, cwd:Path, extra:dict|None=None) -> dict: return command_env(extra)
     def __call__(self, cmd:str, *args, cwd:str|Path, env:dict|None=None, timeout:float=600) -> subprocess.CompletedProcess:
-        argv, e = [str(safety.BIN/cmd), *map(str, args)], command_env(env)
-        if safety.FRESH: return subprocess.run(argv, capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout)
-        self.n += 1
-        out, err = self.tmp/f'{self.n}.out', self.tmp/f'{self.n}.err'
-        req = dict(argv=argv, code=None, cwd=str(cwd), env=e, stdout=str(out), stderr=str(err), timeout=timeout)
-        self.server.stdin.write(json.dumps(req) + '\n'); self.server.stdin.flush()
-        answer = self.server.stdout.readline()
-        if not answer: raise RuntimeError(f"the fork server died:\n{self.log.read_text()[-3000:]}")
-        rc = json.loads(answer)
-        if rc is None: pytest.fail(f"{cmd} {' '.join(argv[1:])} ran past {timeout} s")
-        return subprocess.CompletedProcess(argv, rc, out.read_text(errors='replace'), err.read_text(errors='replace'))
+        return super().__call__(cmd, *args, cwd=cwd, env=env, timeout=timeout)
 
 @pytest.fixture(scope='module')
 def commands(tmp_path_factory):

@@ -90,16 +90,22 @@ class Commands:
         if sorted(json.loads(ready or '[]')) != sorted(COMMANDS):
             raise RuntimeError(f"the fork server could not import the commands:\n{self.log.read_text()[-3000:]}")
 
-    def __call__(self, cmd:str, *args, cwd:Path, code:str|None=None, timeout:float=120):
-        argv = [str(BIN/cmd) if code is None else '-c', *map(str, args)]
+    preexec = staticmethod(_cap_memory)   # what a fresh process runs before the command (None: nothing)
+
+    def env(self, cwd:Path, extra:dict|None=None) -> dict:
+        "The environment of one command run in `cwd` (`extra`: a subclass's additions)."
+        return _env(cwd)
+
+    def __call__(self, cmd:str, *args, cwd:Path, code:str|None=None, timeout:float=120, env:dict|None=None):
+        argv, e = [str(BIN/cmd) if code is None else '-c', *map(str, args)], self.env(cwd, env)
         if FRESH:
             exe = argv if code is None else [sys.executable, '-c', code, *argv[1:]]
-            try: return subprocess.run(exe, capture_output=True, text=True, env=_env(cwd), cwd=cwd, timeout=timeout,
-                                       preexec_fn=_cap_memory)
+            try: return subprocess.run(exe, capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout,
+                                       preexec_fn=self.preexec)
             except subprocess.TimeoutExpired: pytest.fail(f"{cmd} {' '.join(argv[1:])} ran past {timeout} s")
         self.n += 1
         out, err = self.tmp/f'{self.n}.out', self.tmp/f'{self.n}.err'
-        req = dict(argv=argv, code=code, cwd=str(cwd), env=_env(cwd), stdout=str(out), stderr=str(err), timeout=timeout)
+        req = dict(argv=argv, code=code, cwd=str(cwd), env=e, stdout=str(out), stderr=str(err), timeout=timeout)
         self.server.stdin.write(json.dumps(req) + '\n'); self.server.stdin.flush()
         answer = self.server.stdout.readline()
         if not answer: raise RuntimeError(f"the fork server died:\n{self.log.read_text()[-3000:]}")
