@@ -30,6 +30,9 @@ class RelativisticGANLoss(GANLoss):
         super().__init__(gen_loss, crit_loss, gan_model)
         self.fake, self.gather = None, None   # `gather`: set by `DistributedCallback` to take the loss over the global batch
     def _g(self, pred): return pred if self.gather is None or pred is None else self.gather(pred)
+    def __setattr__(self, name, value):   # per-step state (fakes, losses, mode) skips nn.Module's slower bookkeeping
+        if name in ('fake', 'gen_loss', 'crit_loss', 'gen_mode', 'gather'): object.__setattr__(self, name, value)
+        else: super().__setattr__(name, value)
 
     def generator(self, output:Tensor, target:Tensor) -> Tensor:
         "Generator loss of the fakes `output`, with C(x_r) of the real batch `target` when the loss is relativistic."
@@ -74,8 +77,10 @@ class FrozenGradsCallback(Callback):
     "Before each optimiser step, clear the gradients of the network that is not being trained."
     def before_step(self):
         trainer = self.learn.gan_trainer
-        frozen = trainer.critic if trainer.gen_mode else trainer.generator
-        for p in frozen.parameters(): p.grad = None
+        lists = getattr(trainer, 'param_lists', None)   # (G's, C's) parameters, where the trainer keeps them listed
+        if lists: frozen = lists[1] if trainer.gen_mode else lists[0]
+        else: frozen = (trainer.critic if trainer.gen_mode else trainer.generator).parameters()
+        for p in frozen: p.grad = None
 
 # %% ../nbs/10_callbacks.ipynb #ef99c672
 class GenFirstCallback(Callback):

@@ -11,6 +11,7 @@ __all__ = ['GANDataLoader', 'gan_dls']
 import torch
 from torch import Tensor
 from fastai.data.load import DataLoader
+from fastai.torch_core import to_device
 from fastai.data.core import DataLoaders
 
 # %% ../nbs/06_gandata.ipynb #21c6cf97
@@ -50,6 +51,15 @@ class GANDataLoader(DataLoader):
     def get_idxs(self):
         "All indices, in a new order each epoch drawn from the loader's own generator."
         return torch.randperm(self.n, generator=self._draw_gen()).tolist() if self.shuffle else list(range(self.n))
+
+    def __iter__(self):
+        """fastai's pass over the data (`randomize`, `before_iter`, the batches moved to `device` and through `after_batch`,
+        `after_iter`) without torch's `DataLoader` in between: in this process the batches are already whole."""
+        if self.fake_l.num_workers or self.pin_memory: yield from super().__iter__(); return   # workers: fastai's own path
+        self.randomize(); self.before_iter()
+        for b in self.create_batches(self.get_idxs()):
+            yield self.after_batch(b if self.device is None else to_device(b, self.device))
+        self.after_iter()
 
     def create_batches(self, samps):
         "Yield `(noise, real)` for each chunk of indices."
