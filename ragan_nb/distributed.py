@@ -69,17 +69,15 @@ class ShardedGANDataLoader(GANDataLoader):
     def from_loader(cls, dl:GANDataLoader, world:int, rank:int):
         "The shard of `dl` (same images, global batch, seed and device) that process `rank` of `world` trains on."
         return cls(dl.images, bs=dl.bs, world=world, rank=rank, noise_size=dl.noise_size, shuffle=dl.shuffle,
-                   drop_last=dl.drop_last, seed=dl.seed, device=dl.device)
+                   drop_last=dl.drop_last, seed=dl.seed, pass_seeds=dl.pass_seeds, device=dl.device)
 
     def create_batches(self, samps):
         "Yield this process's `(noise, real)` rows of each global batch; the noise of the whole batch is drawn."
-        g, n, r = self._draw_gen(), self.world, self.rank
+        n, r = self.world, self.rank
         dtype = torch.float32 if self.images.dtype == torch.uint8 else self.images.dtype   # as `GANDataLoader`
-        for idx in self.chunkify(samps):
+        for idx in self._chunks(samps):
             b = len(idx) // n
-            noise = torch.randn((len(idx),) + self.noise_size, generator=g, dtype=dtype)[r*b:(r + 1)*b]
-            real = self.images[torch.as_tensor(idx[r*b:(r + 1)*b])]
-            yield noise, real.float().div(127.5).sub(1) if real.dtype == torch.uint8 else real
+            yield self._noise(len(idx), dtype)[r*b:(r + 1)*b], self._real(idx[r*b:(r + 1)*b])
 
 def rank_seed(seed:int, # the run's seed of this random stream
               rank:int, # the process
