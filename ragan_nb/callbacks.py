@@ -96,16 +96,24 @@ class GradientPenaltyCallback(Callback):
     def __init__(self,
                  lam:float=10., # penalty weight λ (>= 0)
                  seed:int|None=None, # seed of the generator that draws u ~ U(0, 1)
+                 pass_seeds:bool|None=None, # draw u on the critic's device, from a generator seeded once an epoch by `gen` (None: off the CPU)
                 ):
         check_gp(lam)
-        self.lam, self.seed, self.gen = lam, seed, torch.Generator()
+        self.lam, self.seed, self.gen, self.pass_seeds = lam, seed, torch.Generator(), pass_seeds
         if seed is not None: self.gen.manual_seed(seed)
         else: self.gen.seed()   # random, without reseeding torch's global generator
+    def before_train(self):
+        dev = next(self.learn.model.critic.parameters()).device
+        self._pass_gen = None   # on a GPU: u is drawn there (a copy from the host would make it wait), seeded by `gen`
+        if (dev.type != 'cpu' if self.pass_seeds is None else self.pass_seeds):
+            self._pass_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
     def after_loss(self):
         if not self.training or self.learn.gan_trainer.gen_mode or self.lam == 0: return
         real, fake = self.learn.xb[0], self.learn.loss_func.fake
         n, rank, b = getattr(self.learn, 'world_size', 1), getattr(self.learn, 'rank', 0), real.shape[0]
-        u = torch.rand(n * b, generator=self.gen)[rank*b:(rank + 1)*b].to(real.device, real.dtype)   # the global batch's u, our slice
+        g = getattr(self, '_pass_gen', None)
+        u = torch.rand(n * b, generator=g, device=g.device) if g is not None else torch.rand(n * b, generator=self.gen)
+        u = u[rank*b:(rank + 1)*b].to(real.device, real.dtype)   # the global batch's u, our slice
         self.learn.penalty = gradient_penalty(self.learn.model.critic, real, fake, self.lam, u=u)
         self.learn.loss_grad = self.learn.loss_grad + self.learn.penalty
 
