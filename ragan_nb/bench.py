@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from .losses import REALNESS
 from .toys import TOYS
-from .config import NOISE_SIZE, RECIPES, check_config
+from .config import NOISE_SIZE, RECIPES, DEFAULTS, check_config
 from .runs import atomic_write, run_dir_of, last_checkpoint, read_checkpoint, load_generator, sample
 from .train import train
 from .evaluate import evaluate, check_metrics, default_metrics
@@ -25,7 +25,7 @@ from .evaluate import evaluate, check_metrics, default_metrics
 BENCH_LOSSES = ('SGAN', 'LSGAN', 'RSGAN', 'RaSGAN', 'RaLSGAN', 'RaHingeGAN', REALNESS)
 STABILITY_LOSSES = ('SGAN', 'LSGAN', 'HingeGAN', 'RSGAN', 'RaSGAN', 'RaLSGAN', 'RaHingeGAN', 'RpSGAN+R1+R2', REALNESS)
 LUCIC_FMNIST = {'NS GAN': 26.5, 'LSGAN': 30.7, 'WGAN': 21.5, 'WGAN-GP': 24.5, 'BEGAN': 22.9}  # Lucic et al. 2018
-BUDGET_KEYS = ('dataset', 'epochs', 'n_images', 'bs', 'lr', 'betas', 'n_crit', 'n', 'n_real')
+BUDGET_KEYS = ('dataset', 'split', 'epochs', 'n_images', 'bs', 'lr', 'betas', 'n_crit', 'n', 'n_real')
 ADDONS = {'R1': dict(r1=RECIPES['r3gan']['r1']), 'R2': dict(r2=RECIPES['r3gan']['r2']), 'EMA': dict(ema=RECIPES['r3gan']['ema'])}
 COLUMNS = [('fid', 'FID', 1), ('kid', 'KID ×10³', 1000), ('cfd', 'classifier FD', 1), ('classes_covered', 'classes', 1),
            ('kl_uniform', 'KL(classes‖U)', 1), ('modes', 'modes', 1), ('high_quality', '% in 3σ', 1)]
@@ -50,8 +50,9 @@ def _run_dir(out:Path, dataset:str, entry:str, seed:int) -> Path:
     return run_dir_of(Path(out)/'runs'/f'seed{seed}'/'+'.join(extra), dataset, loss)
 
 def _train_to(d:Path, epoch:int, budget:dict, entry:str, seed:int, device):
-    return train(d.parent, resume=last_checkpoint(d) is not None, quiet=True, dataset=budget['dataset'], epochs=epoch,
-                 n_images=budget['n_images'], bs=budget['bs'], seed=seed, device=device, **_settings(budget), **bench_entry(entry))
+    return train(d.parent, resume=last_checkpoint(d) is not None, quiet=True, dataset=budget['dataset'], split=budget.get('split'),
+                 epochs=epoch, n_images=budget['n_images'], bs=budget['bs'], seed=seed, device=device, **_settings(budget),
+                 **bench_entry(entry))
 
 def bench_train(out:Path, entry:str, seed:int, budget:dict, device=None, curve:tuple=()) -> dict:
     "Train one run of the grid, resuming it if it was cut off; with `curve`, evaluate those metrics after every epoch."
@@ -163,13 +164,18 @@ def _done_rows(out:Path, budget:dict) -> pd.DataFrame:
     if len(df):
         first = {k: df[k].iloc[0] if k in df else None for k in BUDGET_KEYS}
         old = {k: None if pd.isna(v) else v.item() if hasattr(v, 'item') else v for k, v in first.items()}
+        old['split'] = old['split'] or DEFAULTS['split']   # a results.csv from before `split` was a budget key: trained on 'train'
         if old != budget: raise ValueError(f"{out} holds results of another budget ({old}); use another --out")
     return df
 
 def _note(budget:dict, seeds:list, df:pd.DataFrame) -> str:
     "The sentence above the table: the budget, in words."
     it = int(df.iterations.dropna().iloc[0]) if 'iterations' in df and df.iterations.notna().any() else None
-    return (f"{budget['dataset']}, {budget['epochs']} epoch(s) over {budget['n_images'] or 'all'} training images, batch {budget['bs']}"
+    test = budget.get('split') == 'test'
+    return (f"{budget['dataset']}, {budget['epochs']} epoch(s) over {budget['n_images'] or 'all'} {'test' if test else 'training'} images"
+            + (" (trained on the test split, so scores against test images are not held out"
+               + ("; the mode count uses no real images" if budget['dataset'] == 'stacked_mnist' else '') + ")" if test else '')
+            + f", batch {budget['bs']}"
             + (f" ({it} generator iterations)" if it else '') + ''.join(f", {k} {v}" for k, v in _settings(budget).items())
             + f"; {budget['n']} generated samples"
             + ('' if budget['dataset'] in TOYS else f" against {budget['n_real'] or 'all'} test images")
@@ -197,6 +203,7 @@ def bench(out:str|Path='bench', # folder for results.csv, results.md, plots and 
           seeds=(0, 1, 2), # one run per loss and seed
           epochs:int=1, # training budget: epochs over ...
           n_images:int|None=None, # ... the first n_images training images (default: all)
+          split:str='train', # the split trained on: 'train', or 'test' where the training split is not at hand (not held out then)
           bs:int=64, # batch size
           lr:float|None=None, # Adam's learning rate (default: the run default, 2e-4)
           betas:tuple|None=None, # Adam's (β1, β2) (default: (0.5, 0.999))
@@ -210,13 +217,13 @@ def bench(out:str|Path='bench', # folder for results.csv, results.md, plots and 
          ) -> pd.DataFrame: # the summary (one row per loss)
     "Train and evaluate every (loss, seed) with the same budget; write results.csv, results.md and plots."
     out, losses, seeds = Path(out), list(losses), [int(s) for s in seeds]
-    for l in losses: check_config(dataset=dataset, epochs=epochs, n_images=n_images, bs=bs, device=device, lr=lr, betas=betas,
-                                  n_crit=n_crit, **bench_entry(l))
+    for l in losses: check_config(dataset=dataset, split=split, epochs=epochs, n_images=n_images, bs=bs, device=device, lr=lr,
+                                  betas=betas, n_crit=n_crit, **bench_entry(l))
     metrics = check_metrics(metrics or default_metrics(dataset), dataset)
     curve = check_metrics(curve, dataset) if curve else ()
     if not (isinstance(n, int) and n >= 2): raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    budget = dict(dataset=dataset, epochs=epochs, n_images=n_images, bs=bs, lr=lr, n_crit=n_crit, n=n, n_real=n_real,
-                  betas=','.join(str(float(b)) for b in betas) if betas is not None else None)
+    budget = dict(dataset=dataset, split=split or DEFAULTS['split'], epochs=epochs, n_images=n_images, bs=bs, lr=lr, n_crit=n_crit,
+                  n=n, n_real=n_real, betas=','.join(str(float(b)) for b in betas) if betas is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     df = _done_rows(out, budget)
     todo = [(l, s) for l in losses for s in seeds if not len(df) or not ((df.loss == l) & (df.seed == s)).any()]

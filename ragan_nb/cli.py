@@ -17,7 +17,7 @@ import numpy as np
 from fastcore.script import call_parse
 from .data import DATASETS
 from .toys import TOYS
-from .config import check_device
+from .config import SPLITS, check_device
 from .runs import atomic_write, last_checkpoint, load_generator
 from .distributed import launch
 from .train import train, prepare_run, fetch_data
@@ -99,6 +99,7 @@ def ragan_train(
     sn:bool=False, # spectral norm in the critic
     seed:int=None, # random seed (default: 0)
     n_images:int=None, # train on the first N images only
+    split:Annotated[str, {'choices': SPLITS}]=None, # the split to train on (default: train); test for a dataset whose training split is not at hand (e.g. MNIST offline): FID, KID and classifier scores against the test images are then not held out, while Stacked MNIST's mode count uses no real images
     data:str=None, # folder holding the dataset's files
     device:str=None, # cpu, cuda, cuda:N or mps (default: cuda when available)
     out:str='result', # where run folders go: <out>/<dataset>_<loss>/
@@ -110,7 +111,7 @@ def ragan_train(
     "Train a (relativistic) GAN; write epoch_NNN.png, loss.png, history.csv, config.json and checkpoints."
     args = dict(dataset=dataset, loss=loss, epochs=epochs, bs=bs, lr=lr, betas=betas, n_crit=n_crit, gp=gp, r1=r1, r2=r2,
                 reg_every=reg_every, ema=ema, augment=augment, recipe=recipe, arch=arch, size=size, sn=sn or None, seed=seed,
-                n_images=n_images, data=data, device=device, nproc=nproc, sync_bn=sync_bn or None)
+                n_images=n_images, split=split, data=data, device=device, nproc=nproc, sync_bn=sync_bn or None)
     if isinstance(nproc, int) and nproc > 1 and 'WORLD_SIZE' not in os.environ: return _launch(out, resume, quiet, args)
     rank, t0 = int(os.environ.get('RANK', 0)), time.perf_counter()   # under torchrun: this process's rank
     def body():
@@ -190,6 +191,7 @@ def ragan_bench(
     seeds:str='0,1,2', # comma-separated seeds
     epochs:int=1, # epochs per run
     n_images:int=None, # train on the first N images (default: all)
+    split:Annotated[str, {'choices': SPLITS}]='train', # the split every run trains on: test for a dataset whose training split is not at hand (e.g. MNIST offline); scores against the test images are then not held out (Stacked MNIST's mode count uses no real images)
     bs:int=64, # batch size
     lr:float=None, # Adam learning rate of every run (default: 2e-4)
     betas:Annotated[float, {'nargs': 2}]=None, # Adam's beta1 beta2 of every run (default: 0.5 0.999)
@@ -202,8 +204,8 @@ def ragan_bench(
 ):
     "Train every loss x seed with the same budget, evaluate, and write a CSV, a markdown table and plots."
     run_command('ragan-bench', lambda: bench(out, dataset, losses.split(','), _seeds(seeds), epochs=epochs, n_images=n_images,
-                                             bs=bs, lr=lr, betas=betas, n_crit=n_crit, n=n, n_real=n_real, metrics=metrics,
-                                             curve=curve, device=device),
+                                             split=split, bs=bs, lr=lr, betas=betas, n_crit=n_crit, n=n, n_real=n_real,
+                                             metrics=metrics, curve=curve, device=device),
                 interrupted="interrupted; finished runs are kept: the same command continues the benchmark")
     made = [Path(out)/f for f in ('results.csv', 'results.md', 'metrics.png', 'samples.png', 'curves.csv', 'curves.png')]
     print('written: ' + ', '.join(str(f) for f in made if f.is_file()))

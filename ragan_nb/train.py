@@ -22,7 +22,7 @@ from .toys import TOYS, mode_stats
 from .callbacks import GradientPenaltyCallback
 from .augment import DiffAugmentCallback
 from .data import find_dataset
-from .config import check_config, make_learner, noise_shape, run_device
+from .config import DEFAULTS, check_config, make_learner, noise_shape, run_device
 from .distributed import world, env_world, process_group, rank_seed
 from .runs import (atomic_write, sample, save_grid, save_scatter, save_loss_plot, run_dir_of, checkpoint_path,
                            prune_checkpoints, last_checkpoint, save_checkpoint, read_checkpoint, load_checkpoint, read_run_config)
@@ -110,7 +110,7 @@ def _writable(d:Path):
 
 def _resumed_config(saved:dict, kwargs:dict) -> dict:
     "A resumed run's configuration: the saved one with the `RESUMABLE` arguments given now; any other must match."
-    new = check_config(**kwargs)
+    saved, new = {**DEFAULTS, **saved}, check_config(**kwargs)   # a key an older run did not save has its default (split: 'train')
     for k, v in saved.items():
         if k not in RESUMABLE and kwargs.get(k) is not None and new[k] != v:
             raise ValueError(f"--resume: {k} was {v!r} in this run, got {new[k]!r} (only {', '.join(RESUMABLE)} may change)")
@@ -119,7 +119,8 @@ def _resumed_config(saved:dict, kwargs:dict) -> dict:
 def _check_saved_configs(d:Path, ck:dict, ck_fn:Path):
     "`config.json` of run folder `d` must be readable and agree with the checkpoint's config (bar the `RESUMABLE` keys)."
     saved, mine = read_run_config(d), json.loads(json.dumps(ck['config']))   # JSON makes tuples lists
-    diff = sorted(k for k in set(saved) | set(mine) if k not in RESUMABLE and saved.get(k) != mine.get(k))
+    dflt = json.loads(json.dumps(DEFAULTS))   # what a key one of them lacks meant (an older run's, or a resume cut off between the two)
+    diff = sorted(k for k in set(saved) | set(mine) if k not in RESUMABLE and saved.get(k, dflt.get(k)) != mine.get(k, dflt.get(k)))
     if diff: raise ValueError(f"{d/'config.json'} and {ck_fn} disagree on {', '.join(diff)}; restore config.json or start a new run")
 
 def fixed_noise(cfg:dict) -> Tensor:
@@ -150,7 +151,7 @@ def prepare_run(out:str|Path='result', # folder for the run folders
 def fetch_data(cfg:dict # a configuration from `check_config`
               ):
     "Find (or download) the images of a run, once, before its processes read them."
-    if cfg['dataset'] not in TOYS: find_dataset(cfg['dataset'], cfg['data'])
+    if cfg['dataset'] not in TOYS: find_dataset(cfg['dataset'], cfg['data'], split=cfg['split'])
 
 # %% ../nbs/16_train.ipynb #4f5e0f34
 def _own_streams(learn, cfg:dict, rank:int, epoch0:int):
