@@ -28,7 +28,7 @@ LUCIC_FMNIST = {'NS GAN': 26.5, 'LSGAN': 30.7, 'WGAN': 21.5, 'WGAN-GP': 24.5, 'B
 BUDGET_KEYS = ('dataset', 'split', 'epochs', 'n_images', 'bs', 'lr', 'betas', 'n_crit', 'n', 'n_real')
 ADDONS = {'R1': dict(r1=RECIPES['r3gan']['r1']), 'R2': dict(r2=RECIPES['r3gan']['r2']), 'EMA': dict(ema=RECIPES['r3gan']['ema'])}
 COLUMNS = [('fid', 'FID', 1), ('kid', 'KID ×10³', 1000), ('cfd', 'classifier FD', 1), ('classes_covered', 'classes', 1),
-           ('kl_uniform', 'KL(classes‖U)', 1), ('modes', 'modes', 1), ('high_quality', '% in 3σ', 1)]
+           ('kl_uniform', 'KL(classes‖U)', 1), ('modes', 'modes', 1), ('modes_kl', 'KL(modes‖U)', 1), ('high_quality', '% in 3σ', 1)]
 
 def bench_entry(name:str) -> dict:
     "The `train` arguments of a benchmark entry: a loss name, optionally + 'R1', 'R2', 'EMA' (with R3GAN's γ and half-life)."

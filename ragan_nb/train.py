@@ -86,18 +86,40 @@ class RunOutputs(Callback):
 
 # %% ../nbs/16_train.ipynb #825d9cc3
 class NonFiniteLossGuard(Callback):
-    "Stop training (CancelFitException) as soon as the loss to back-propagate is NaN or infinite."
+    """Stop training (CancelFitException) when a loss to back-propagate is NaN or infinite. The check runs on the loss's
+    device every step; its flag is read every `every` steps and at the end of each epoch, before anything is saved."""
     run_after = GradientPenaltyCallback
+    def __init__(self, every:int|None=None): # steps between readings (None: 1 on the CPU, where reading is free; 50 on a GPU)
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.every = every
     def before_fit(self): self.learn.nonfinite = None
+    def before_train(self): self._bad = self._steps = None
     def after_loss(self):
         if not self.training: return
-        loss = self.learn.loss_grad
-        bad = (~torch.isfinite(loss).all()).float()
+        loss = self.learn.loss_grad.detach()
+        bad = ~torch.isfinite(loss).all()
+        if self._bad is None:   # the epoch's first failure, kept on the device: its step, its kind (True: generator), its loss
+            self._bad, self._gen = torch.zeros_like(bad), torch.zeros_like(bad)
+            self._iter, self._value, self._steps = torch.zeros_like(bad, dtype=torch.long), torch.zeros_like(bad, dtype=torch.float), 0
+        new = bad & ~self._bad
+        self._iter = torch.where(new, self.iter, self._iter)
+        self._gen = torch.where(new, bool(self.learn.gan_trainer.gen_mode), self._gen)
+        self._value = torch.where(new, loss.float().sum(), self._value)
+        self._bad, self._steps = self._bad | bad, self._steps + 1
+        every = self.every or (1 if loss.device.type == 'cpu' else 50)
+        if self._steps % every == 0: self._read()
+    def after_train(self):
+        if self._bad is not None: self._read()
+    def _read(self):
+        "Wait for the device: stop the fit if a step of this epoch went non-finite (on any process)."
+        bad = self._bad.float()
         if world()[0] > 1: dist.all_reduce(bad, op=dist.ReduceOp.MAX)   # several processes stop at the same step
         if bad:
-            self.learn.nonfinite = dict(epoch=self.epoch, iter=self.iter, value=loss.item(),
-                                        kind='generator' if self.learn.gan_trainer.gen_mode else 'critic')
+            self.learn.nonfinite = dict(epoch=self.epoch, iter=int(self._iter), value=float(self._value),
+                                        kind='generator' if self._gen else 'critic')
             raise CancelFitException()
+
 
 # %% ../nbs/16_train.ipynb #388cb217
 RESUMABLE = ('epochs', 'lr', 'betas', 'n_crit', 'gp', 'device', 'nproc', 'sync_bn')  # what a resumed run may change
