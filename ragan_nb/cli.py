@@ -17,6 +17,7 @@ import numpy as np
 from fastcore.script import call_parse
 from .data import DATASETS
 from .toys import TOYS
+from .callbacks import PRECISIONS
 from .config import SPLITS, check_device
 from .runs import atomic_write, last_checkpoint, load_generator
 from .distributed import launch
@@ -107,11 +108,15 @@ def ragan_train(
     quiet:bool=False, # no progress bar (one line per epoch instead)
     nproc:int=None, # processes sharing each batch: N > 1 starts N under torchrun (gloo on the CPU, a GPU each on CUDA); --bs stays global
     sync_bn:bool=False, # with several processes: batch norm over the global batch, as one process trains (default: each process's rows)
+    precision:Annotated[str, {'choices': tuple(PRECISIONS)}]=None, # bf16: G and C under autocast, losses and penalties in float32 (a GPU with bf16; default: fp32)
+    compile:bool=False, # torch.compile the networks (the critic stays eager under a gradient penalty; minutes of compiling first)
+    channels_last:bool=False, # channels-last memory format for the conv networks (faster on recent GPUs)
 ):
     "Train a (relativistic) GAN; write epoch_NNN.png, loss.png, history.csv, config.json and checkpoints."
     args = dict(dataset=dataset, loss=loss, epochs=epochs, bs=bs, lr=lr, betas=betas, n_crit=n_crit, gp=gp, r1=r1, r2=r2,
                 reg_every=reg_every, ema=ema, augment=augment, recipe=recipe, arch=arch, size=size, sn=sn or None, seed=seed,
-                n_images=n_images, split=split, data=data, device=device, nproc=nproc, sync_bn=sync_bn or None)
+                n_images=n_images, split=split, data=data, device=device, nproc=nproc, sync_bn=sync_bn or None,
+                precision=precision, compile=compile or None, channels_last=channels_last or None)
     if isinstance(nproc, int) and nproc > 1 and 'WORLD_SIZE' not in os.environ: return _launch(out, resume, quiet, args)
     rank, t0 = int(os.environ.get('RANK', 0)), time.perf_counter()   # under torchrun: this process's rank
     def body():

@@ -21,6 +21,7 @@ from .toys import TOYS, toy_data, mlp_generator, mlp_critic
 from .models import ARCHS, gan_models, dcgan_plan
 from .realness import REALNESS_OUTCOMES
 from .augment import parse_policy
+from .callbacks import PRECISIONS
 from .learner import check_learner_args, ragan_learner
 from .distributed import world, env_world, rank_seed, ShardedGANDataLoader, DistributedCallback
 
@@ -71,7 +72,8 @@ RECIPES = {  # `--recipe` presets: the settings each one fills in before the exp
     'r3gan': dict(loss='RpSGAN', lr=2e-4, betas=(0.0, 0.99), r1=0.1, r2=0.1, reg_every=1, ema=10_000)}    # R3GAN (2025)
 DEFAULTS = dict(dataset='fashion_mnist', recipe='paper', **RECIPES['paper'], epochs=1, bs=64, n_crit=1, gp=None,
                 augment=None, arch=None, size=None, sn=False, seed=0, n_images=None, split='train', data=None, device=None,
-                nproc=1, sync_bn=False)   # processes sharing each (global) batch; batch norm over the global batch
+                nproc=1, sync_bn=False,   # processes sharing each (global) batch; batch norm over the global batch
+                precision='fp32', compile=False, channels_last=False)   # speed options: they change no setting of the algorithm
 SPLITS = ('train', 'test')   # the splits of an image dataset a run can train on (`split`)
 NOISE_SIZE = 128  # length of z for the image generators
 TOY_N = 25_600    # samples drawn once for a toy dataset's "epoch"
@@ -90,7 +92,7 @@ def _check_toy(cfg):
     ds = cfg['dataset']
     cfg['arch'] = cfg['arch'] or 'mlp'
     if cfg['arch'] != 'mlp': raise ValueError(f"the toy dataset {ds} is trained with arch mlp, got {cfg['arch']!r}")
-    for k in ('size', 'data', 'sn', 'augment'):
+    for k in ('size', 'data', 'sn', 'augment', 'channels_last'):
         if cfg[k]: raise ValueError(f"{k} is for image datasets, not the 2D toy {ds}")
     if cfg['split'] != 'train':
         raise ValueError(f"split {cfg['split']!r} is for image datasets: the 2D toy {ds} draws its samples, it has no splits")
@@ -136,8 +138,9 @@ def check_config(**kwargs) -> dict:
     _whole(cfg, 'seed', lo=0)
     if cfg['seed'] >= MAX_SEED: raise ValueError(f"seed must be an integer in [0, 2**32), got {cfg['seed']}")
     if cfg['split'] not in SPLITS: raise ValueError(f"split must be {' or '.join(map(repr, SPLITS))}, got {cfg['split']!r}")
-    for k in ('sn', 'sync_bn'):
+    for k in ('sn', 'sync_bn', 'compile', 'channels_last'):
         if not isinstance(cfg[k], bool): raise ValueError(f"{k} must be True or False, got {cfg[k]!r}")
+    if cfg['precision'] not in PRECISIONS: raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     check_device(cfg['device']); check_world(cfg['nproc'], cfg['device'])
     _check_model(cfg)
     return cfg
@@ -187,6 +190,7 @@ def make_learner(cfg:dict, # a configuration from `check_config`
                           gp_seed=seed + 1,   # the penalty's mixing weights
                           augment_seed=rank_seed(seed + 3, rank),   # DiffAugment's draws: a stream per process
                           loss_kwargs=dict(seed=seed + 2) if cfg['loss'] == REALNESS else None,   # RealnessGAN's anchor draws
+                          precision=cfg['precision'], compile=cfg['compile'], channels_last=cfg['channels_last'],
                           cbs=[DistributedCallback(cfg['sync_bn'])] if n > 1 else None)
     learn.ragan_cfg = cfg
     return learn

@@ -122,7 +122,7 @@ class NonFiniteLossGuard(Callback):
 
 
 # %% ../nbs/16_train.ipynb #388cb217
-RESUMABLE = ('epochs', 'lr', 'betas', 'n_crit', 'gp', 'device', 'nproc', 'sync_bn')  # what a resumed run may change
+RESUMABLE = ('epochs', 'lr', 'betas', 'n_crit', 'gp', 'device', 'nproc', 'sync_bn', 'precision', 'compile', 'channels_last')  # what a resumed run may change
 
 def _writable(d:Path):
     try:
