@@ -6,18 +6,20 @@ Docs: https://ragan-nb.github.io/ragan_nb/learner.html.md"""
 
 # %% auto #0
 __all__ = ['gan_splitter', 'check_learner_args', 'recipe_callbacks', 'RaGANLearner', 'DeviceSmoothLoss', 'LeanRecorder',
-           'LeanProgressCallback', 'QuietGANTrainer', 'QuietGANSwitcher', 'torch_adam', 'ragan_learner']
+           'LeanCastToTensor', 'LeanProgressCallback', 'QuietGANTrainer', 'QuietGANSwitcher', 'torch_adam',
+           'ragan_learner']
 
 # %% ../nbs/13_learner.ipynb #054dd346
+from contextlib import contextmanager
 from functools import partial
 import torch
-from torch import nn
+from torch import nn, Tensor
 from fastcore.foundation import L
 from fastai.callback.core import (Callback, _inner_loop, CancelBatchException, CancelBackwardException, CancelEpochException,
                                  CancelFitException, CancelStepException, CancelTrainException, CancelValidException)
 from fastcore.xtras import modify_exception
 from fastai.callback.progress import ProgressCallback
-from fastai.learner import AvgSmoothLoss, Recorder
+from fastai.learner import AvgSmoothLoss, Recorder, CastToTensor
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import params, to_device, default_device
 from fastai.vision.gan import GANLearner, GANTrainer, FixedGANSwitcher
@@ -100,7 +102,17 @@ class RaGANLearner(GANLearner):
         "fastai's: the batch goes to the model's device (or the loaders', where they agree), with no `default_device()` per batch."
         model_device = next(self.model.parameters()).device
         dls_device = self.dls.device if hasattr(self.dls, 'device') else default_device()
-        return to_device(b, dls_device if model_device == dls_device else model_device)
+        device = dls_device if model_device == dls_device else model_device
+        if isinstance(b, tuple) and all(isinstance(t, Tensor) and t.device == device for t in b): return b   # already there
+        return to_device(b, device)
+    @contextmanager
+    def no_bar(self):
+        "fastai's `no_bar`, putting the same progress callback back afterwards (fastai's puts a new stock one in its place)."
+        cb = getattr(self, 'progress', None)
+        if cb is not None: self.remove_cb(cb)
+        try: yield self
+        finally:
+            if cb is not None: self.add_cb(cb)
     def add_cb(self, cb):
         self.__dict__.pop('_handler_cache', None)
         return super().add_cb(cb)
@@ -130,6 +142,14 @@ class LeanRecorder(Recorder):
         self.lrs.append(opt.opt.param_groups[-1]['lr'] if isinstance(opt, OptimWrapper) else opt.hypers[-1]['lr'])
         v = self.smooth_loss.value   # a tensor op: once
         self.losses.append(v); learn.smooth_loss = v
+
+class LeanCastToTensor(CastToTensor):
+    "fastai's `CastToTensor`, looking first: batches of plain tensors (ours) are left as they are."
+    @property
+    def name(self): return 'cast_to_tensor'
+    def before_batch(self):
+        learn = self.learn
+        if not all(type(t) is Tensor for t in (*learn.xb, *learn.yb)): super().before_batch()
 
 class LeanProgressCallback(ProgressCallback):
     "fastai's progress bar, showing the smoothed loss every `every` batches (reading it waits for the device)."
@@ -228,6 +248,7 @@ def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dl
     old = learn.recorder
     learn.remove_cb(old).add_cb(LeanRecorder(add_time=old.add_time, train_metrics=old.train_metrics, valid_metrics=old.valid_metrics))
     learn.recorder.smooth_loss = DeviceSmoothLoss()
+    if any(type(cb) is CastToTensor for cb in learn.cbs): learn.remove_cb(CastToTensor).add_cb(LeanCastToTensor())
     if any(isinstance(cb, ProgressCallback) for cb in learn.cbs): learn.remove_cb(ProgressCallback).add_cb(LeanProgressCallback())
     learn.loss_func = RelativisticGANLoss(loss_cb.crit_loss, loss_cb.gen_loss, learn.model)
     learn.metrics = recorder.metrics()
