@@ -91,8 +91,9 @@ def save_grid(imgs:Tensor, fn:Path, title:str='', nrow:int=10):
 def save_scatter(fake:Tensor, real:Tensor, fn:Path, title:str=''):
     "Save generated 2D points over the real data as a PNG."
     import matplotlib.pyplot as plt
+    real, fake = real[:2000].detach().cpu(), fake.detach().cpu()   # the samples may live on a GPU (`gan_dls` keeps them there)
     fig = plt.figure(figsize=(5, 5))
-    plt.scatter(*real[:2000].T, s=4, c='lightgrey', label='data')
+    plt.scatter(*real.T, s=4, c='lightgrey', label='data')
     plt.scatter(*fake.T, s=4, c='tab:red', alpha=0.6, label='G(z)')
     plt.legend(loc='upper right'); plt.title(title); plt.gca().set_aspect('equal')
     _save_fig(fig, fn)
