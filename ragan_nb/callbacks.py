@@ -18,6 +18,7 @@ from fastai.vision.gan import GANLoss, GANTrainer, FixedGANSwitcher
 from .standard import GANLossFunc
 from .losses import gan_losses, check_gp
 from .penalty import gradient_penalty
+from .gandata import seeded_on
 
 # %% ../nbs/10_callbacks.ipynb #ec4ed119
 class RelativisticGANLoss(GANLoss):
@@ -106,7 +107,7 @@ class GradientPenaltyCallback(Callback):
         dev = next(self.learn.model.critic.parameters()).device
         self._pass_gen = None   # on a GPU: u is drawn there (a copy from the host would make it wait), seeded by `gen`
         if (dev.type != 'cpu' if self.pass_seeds is None else self.pass_seeds):
-            self._pass_gen = torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
+            self._pass_gen = seeded_on(dev, self.gen)
     def after_loss(self):
         if not self.training or self.learn.gan_trainer.gen_mode or self.lam == 0: return
         real, fake = self.learn.xb[0], self.learn.loss_func.fake
