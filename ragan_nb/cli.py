@@ -23,7 +23,7 @@ from .runs import atomic_write, last_checkpoint, load_generator
 from .distributed import launch
 from .train import train, prepare_run, fetch_data
 from .evaluate import evaluate, check_metrics, default_metrics
-from .bench import BENCH_LOSSES, bench
+from .bench import BENCH_LOSSES, PROTOCOLS, bench
 
 # %% ../nbs/22_cli.ipynb #9d5fffa8
 def fail(prog:str, # the command's name, e.g. 'ragan-train'
@@ -194,23 +194,26 @@ def ragan_bench(
     dataset:str='fashion_mnist', # a dataset or toy
     losses:str=','.join(BENCH_LOSSES), # comma-separated loss names, each optionally +R1, +R2, +EMA (e.g. RpSGAN+R1+R2+EMA)
     seeds:str='0,1,2', # comma-separated seeds
-    epochs:int=1, # epochs per run
+    epochs:int=None, # epochs per run (default: 1, or the protocol's)
     n_images:int=None, # train on the first N images (default: all)
     split:Annotated[str, {'choices': SPLITS}]='train', # the split every run trains on: test for a dataset whose training split is not at hand (e.g. MNIST offline); scores against the test images are then not held out (Stacked MNIST's mode count uses no real images)
-    bs:int=64, # batch size
+    bs:int=None, # batch size (default: 64, or the protocol's)
     lr:float=None, # Adam learning rate of every run (default: 2e-4)
     betas:Annotated[float, {'nargs': 2}]=None, # Adam's beta1 beta2 of every run (default: 0.5 0.999)
     n_crit:int=None, # critic steps per generator step of every run (default: 1)
-    n:int=1000, # generated samples evaluated per run
+    n:int=None, # generated samples evaluated per run (default: 1000, or the protocol's)
     n_real:int=None, # real test images (default: all)
     metrics:str=None, # comma-separated (default: all that apply)
     curve:str=None, # comma-separated metrics also measured after every epoch: curves.csv and curves.png
     device:str=None, # cpu, cuda, cuda:N or mps (default: cuda when available)
+    protocol:Annotated[str, {'choices': tuple(PROTOCOLS)}]=None, # a published budget (pacgan: PacGAN's 2-D networks, optimiser, 400 epochs, 2,500 samples); options given override it
+    arch:str=None, # the networks of every run (default: the dataset's, or the protocol's)
 ):
     "Train every loss x seed with the same budget, evaluate, and write a CSV, a markdown table and plots."
     run_command('ragan-bench', lambda: bench(out, dataset, losses.split(','), _seeds(seeds), epochs=epochs, n_images=n_images,
                                              split=split, bs=bs, lr=lr, betas=betas, n_crit=n_crit, n=n, n_real=n_real,
-                                             metrics=metrics, curve=curve, device=device),
+                                             metrics=metrics, curve=curve, device=device,
+                                             protocol=protocol, arch=arch),
                 interrupted="interrupted; finished runs are kept: the same command continues the benchmark")
     made = [Path(out)/f for f in ('results.csv', 'results.md', 'metrics.png', 'samples.png', 'curves.csv', 'curves.png')]
     print('written: ' + ', '.join(str(f) for f in made if f.is_file()))

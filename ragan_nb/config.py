@@ -17,7 +17,7 @@ from torch import nn
 from .losses import REALNESS, gan_losses
 from .gandata import gan_dls
 from .data import DATASETS, DATASET_SHAPES, image_dls, check_room
-from .toys import TOYS, toy_data, mlp_generator, mlp_critic
+from .toys import TOYS, TOY_ARCHS, toy_data, toy_models
 from .models import ARCHS, gan_models, dcgan_plan
 from .realness import REALNESS_OUTCOMES
 from .augment import parse_policy
@@ -88,10 +88,11 @@ def _whole(cfg, k, lo=1):
     cfg[k] = int(v)
 
 def _check_toy(cfg):
-    "What a 2D toy run can take: the MLP pair, no image options, batches of 2 or more, samples that fit in memory."
+    "What a 2D toy run can take: an MLP pair, no image options, batches of 2 or more, samples that fit in memory."
     ds = cfg['dataset']
     cfg['arch'] = cfg['arch'] or 'mlp'
-    if cfg['arch'] != 'mlp': raise ValueError(f"the toy dataset {ds} is trained with arch mlp, got {cfg['arch']!r}")
+    if cfg['arch'] not in TOY_ARCHS:
+        raise ValueError(f"the toy dataset {ds} is trained with arch {' or '.join(TOY_ARCHS)}, got {cfg['arch']!r}")
     for k in ('size', 'data', 'sn', 'augment', 'channels_last'):
         if cfg[k]: raise ValueError(f"{k} is for image datasets, not the 2D toy {ds}")
     if cfg['split'] != 'train':
@@ -155,7 +156,7 @@ def build_models(cfg:dict, # a configuration from `check_config` (or a checkpoin
                 ) -> tuple: # (generator, critic), initialised from torch's global random state
     "The generator and critic a configuration trains: the one place training and evaluation build them."
     n_out = REALNESS_OUTCOMES if cfg['loss'] == REALNESS else 1   # RealnessGAN's critic: N outcome logits per sample
-    if cfg['dataset'] in TOYS: return mlp_generator(noise_size=noise_shape(cfg['dataset'])[0]), mlp_critic(n_out=n_out)
+    if cfg['dataset'] in TOYS: return toy_models(cfg.get('arch') or 'mlp', n_out=n_out)
     return gan_models(cfg['arch'], cfg['size'], N_CHANNELS[cfg['dataset']], NOISE_SIZE, n_out=n_out, sn=cfg['sn'])
 
 # %% ../nbs/14_config.ipynb #000a2f28

@@ -79,7 +79,7 @@ def _evaluate_toy(G, dataset, n, seed, bs, device, scatter) -> dict:
     "Modes and high-quality share of `n` samples of a toy's generator."
     t0 = time.perf_counter()
     fake = torch.cat(list(generated_batches(G, n, noise_shape(dataset), bs=bs, seed=seed, device=device))).cpu()
-    res = dict(dataset=dataset, n=n, seed=seed, **mode_stats(fake, dataset))
+    res = dict(dataset=dataset, seed=seed, **mode_stats(fake, dataset))
     if scatter: save_scatter(fake[:1000], toy_data(dataset, 2000, seed=seed + 1), Path(scatter),
                              f"{dataset}: {res['modes']}/{res['n_modes']} modes, {res['high_quality']:.1f}% within 3σ")
     return {**res, 'seconds': time.perf_counter() - t0}
