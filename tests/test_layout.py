@@ -27,9 +27,9 @@ RANKS = _ranks()
 MODULES = sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
 
 
-def _imports(mod: str) -> set:
-    "ragan_nb modules that `mod` imports anywhere in its source (top level or inside functions)."
-    tree, out = ast.parse((PKG/f'{mod}.py').read_text()), set()
+def _imports(mod: str, src: str | None = None) -> set:
+    "ragan_nb modules that `mod` imports anywhere in its source (top level or inside functions); `src`: other source."
+    tree, out = ast.parse((PKG/f'{mod}.py').read_text() if src is None else src), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level == 1 and node.module: out.add(node.module.split('.')[0])
@@ -46,18 +46,24 @@ def test_every_module_has_a_notebook():
     assert len(set(RANKS.values())) == len(RANKS), 'two notebooks share a number'
 
 
+def _upward(mod: str, src: str | None = None) -> list:
+    "The ragan_nb modules that `mod` (or `src` put in its place) imports from its own rank or later."
+    return sorted(m for m in _imports(mod, src) if m != mod and RANKS.get(m, (-1, '')) >= RANKS[mod])
+
+
 @pytest.mark.parametrize('mod', MODULES)
 def test_no_upward_import(mod):
-    up = sorted(m for m in _imports(mod) if RANKS.get(m, (-1, '')) >= RANKS[mod])
+    up = _upward(mod)
     assert not up, f'ragan_nb.{mod} (notebook {RANKS[mod]}) imports {up}, which come later in the pipeline'
 
 
 def test_the_check_can_fail():
-    "A planted upward import is caught: the negative control of the test above."
-    fake = {'losses': (5, ''), 'cli': (22, '')}
-    src = 'from .cli import ragan_train\n'
-    found = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
-    assert any(fake[m] >= fake['losses'] for m in found)
+    "Planted upward imports are caught by the check the test above runs: the negative control."
+    losses = (PKG/'losses.py').read_text()
+    assert _upward('losses') == []
+    assert _upward('losses', losses + '\nfrom .cli import ragan_train\n') == ['cli']
+    assert _upward('losses', losses + '\ndef f():\n    import ragan_nb.bench\n') == ['bench']   # inside a function
+    assert _upward('losses', losses + '\nfrom ragan_nb import standard, train\n') == ['train']   # standard: notebook 00
 
 
 def test_each_module_imports_alone_in_a_fresh_interpreter():
