@@ -330,3 +330,38 @@ def test_fastai_names_link_to_its_docs(site):
             seen.add(m.group(3))
             assert m.group(2) and m.group(2).startswith('https://docs.fast.ai/'), f'{page}: `{m.group(3)}` not linked to docs.fast.ai'
     assert {'GANLearner', 'GANTrainer'} <= seen, seen
+
+# ---------------------------------------------------------------- an offline site
+
+def _requests(site, page) -> list:
+    """Every URL that `page` made Chromium load, read from its network log (`--log-net-log`): the requests whose
+    initiator is an origin. The browser's own traffic (updates, spelling dictionaries) has none and is left out."""
+    fn = Path(site['profile'])/'netlog.json'
+    fn.unlink(missing_ok=True)
+    _run_chromium(site, f'--log-net-log={fn}', '--dump-dom', site['url'] + page)
+    text = fn.read_text().rstrip().rstrip(',')
+    log = json.loads(text if text.endswith('}') else text + ']}')   # a log cut short at exit lacks its last brackets
+    start = log['constants']['logEventTypes']['URL_REQUEST_START_JOB']
+    return sorted({e['params']['url'] for e in log['events'] if e['type'] == start and 'params' in e
+                   and e['params'].get('initiator', 'not an origin') != 'not an origin'})
+
+@pytest.mark.parametrize('page', ['index.html', 'tutorials/quickstart.html', 'results.html', 'losses.html'])
+def test_pages_request_nothing_outside_the_site(site, page):
+    "No web font, script, style, image or icon from elsewhere: Chromium's own network log of the page, then its favicon."
+    urls = _requests(site, page)
+    assert any(u.endswith('.css') for u in urls), f'{page}: the network log saw none of its stylesheets: {urls[:5]}'
+    outside = [u for u in urls if u.startswith(('http:', 'https:')) and not u.startswith(site['url'])]
+    assert not outside, f'{page} requests {outside}'
+    icons = re.findall(r'<link[^>]+rel="[^"]*icon[^"]*"[^>]*href="([^"]+)"', (SITE/page).read_text())
+    assert icons, f'{page} names no favicon, so browsers ask for /favicon.ico'
+    assert fetch(urllib.parse.urljoin(site['url'] + page, icons[0]))[0] == 200, f'{page}: its favicon {icons[0]} is missing'
+
+def test_no_page_loads_resources_from_elsewhere(site):
+    "Every page and stylesheet of the site: <img>, <script>, <link> and CSS url()/@import point inside the site."
+    tag, url = re.compile(r'<(?:img|script|link|iframe|source)\b[^>]*>'), re.compile(r'\b(?:src|href)="(https?://[^"]+)"')
+    navigation = re.compile(r'\brel="(?:canonical|alternate|next|prev)"')   # links a browser does not load
+    bad = [f'{p}: {m[1]}' for p in _pages() for t in tag.findall((SITE/p).read_text())
+           if not navigation.search(t) and (m := url.search(t))]
+    css = re.compile(r'(?:@import\s+url\(|url\()\s*["\']?(https?://[^)"\']+)')
+    bad += [f'{c.relative_to(SITE)}: {m}' for c in SITE.rglob('*.css') for m in css.findall(c.read_text())]
+    assert not bad, 'resources from outside the site:\n' + '\n'.join(bad[:20])

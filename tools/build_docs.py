@@ -193,6 +193,15 @@ def offline_katex(site:Path):
         up = '../' * (len(page.relative_to(site).parts) - 1)
         page.write_text(KATEX_CDN.sub(f'{up}site_libs/katex', text))
 
+_WEB_FONTS = re.compile(r'@import\s+url\(\s*["\']?https?://fonts\.(?:googleapis|gstatic)\.com[^)]*\)\s*;?')
+
+def offline_fonts(site:Path):
+    """Drop the theme's `@import` of web fonts (Bootswatch themes load theirs from Google Fonts): the pages then use the
+    next fonts of the theme's own stack, the reader's system fonts, and the site requests nothing outside itself."""
+    for css in site.rglob('*.css'):
+        text = css.read_text()
+        if _WEB_FONTS.search(text): css.write_text(_WEB_FONTS.sub('', text))
+
 def quarto_output_files():
     """Make smalldocs honour `output-file`, as Quarto does: nbdev sets it to drop the number, so `05_losses.ipynb`
     becomes `losses.html` on both sites, and `losses.html` in a link or the navbar finds that page."""
@@ -252,6 +261,7 @@ def render(cache:Path, dest:Path):
     shutil.rmtree(dest, ignore_errors=True)
     shutil.move(str(out), str(dest))
     offline_katex(dest)
+    offline_fonts(dest)
     site_url = yaml.safe_load((cache/'nbdev.yml').read_text())['website']['site-url']
     tidy_pages(dest, site_url)
 
