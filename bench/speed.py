@@ -22,7 +22,10 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto')
     p.add_argument('--no-compile', action='store_true', help='skip the torch.compile rows (on the CPU compiling takes minutes)')
     p.add_argument('--compile-mode', default=None, help="torch.compile's mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
-    p.add_argument('--rows', default=None, help='comma-separated subset of: fp32,bf16,compile,channels_last,all (default: every row the device and model take)')
+    p.add_argument('--rows', default=None, help='comma-separated subset of: fp32,bf16,compile,channels_last,all,r1r2,r1r2_approx,approx_all '
+                   '(default: every row the device and model take)')
+    p.add_argument('--sigma', type=float, default=0.01, help='σ of the approximate R1/R2 rows (default 0.01)')
+    p.add_argument('--csv', default=None, help='also write the table as CSV rows to this file')
     p.add_argument('--clock', choices=('auto', 'wall', 'cpu'), default='auto',
                    help="auto: the process's CPU time on the CPU (robust to other programs sharing the cores), wall time (with synchronize) on CUDA")
     p.add_argument('--seed', type=int, default=0)
@@ -53,7 +56,11 @@ TARGETS = [  # (what, ratio at most, applies to (model, device, bs, threads) -> 
     ('GPU bf16 + compile + channels_last', 0.60, lambda a: a.device == 'cuda' and ROW_NAMES['all'].endswith('bf16 + compile + channels_last'), 'all'),
 ]
 ROW_NAMES = {'plain': 'plain PyTorch loop, fp32 eager', 'fp32': 'ragan_nb, fp32 eager', 'bf16': 'ragan_nb, bf16 autocast',
-             'compile': 'ragan_nb, torch.compile', 'channels_last': 'ragan_nb, channels_last', 'all': 'ragan_nb, all of them'}
+             'compile': 'ragan_nb, torch.compile', 'channels_last': 'ragan_nb, channels_last', 'all': 'ragan_nb, all of them',
+             'r1r2': 'ragan_nb, + exact R1 + R2 (γ 0.1), fp32 eager',
+             'r1r2_approx': 'ragan_nb, + approximate R1 + R2 (γ 0.1), fp32 eager',
+             'approx_all': 'ragan_nb, + approximate R1 + R2, all of them (whole critic compiled)'}
+PENALTY_ROWS = ('r1r2', 'r1r2_approx', 'approx_all')   # RaSGAN + R1 + R2: the cost of the penalties (the plain loop has none)
 
 CLOCK = {'wall': time.perf_counter, 'cpu': time.process_time}
 clock = time.perf_counter   # set by `run` from --clock
@@ -146,8 +153,11 @@ class RaganRow:
             sync(self.device); total, wall = clock() - t, time.perf_counter() - w
         return total, total - (self.learn.bench_t1 - self.learn.bench_t0), wall
 
-def row_kwargs(row, options, compile_arg):
+def row_kwargs(row, options, compile_arg, sigma=0.01):
     "`ragan_learner`'s arguments of a row; 'all' joins every option this device and model take."
+    if row in PENALTY_ROWS:
+        pen = dict(r1=0.1, r2=0.1, penalty_seed=0, **(dict(r1_approx=sigma, r2_approx=sigma) if row != 'r1r2' else {}))
+        return {**(row_kwargs('all', options, compile_arg) if row == 'approx_all' else {}), **pen}
     if row == 'all': return dict(precision='bf16' if 'bf16' in options else 'fp32', channels_last='channels_last' in options,
                                  compile=compile_arg if 'compile' in options else False)
     return dict(fp32={}, bf16=dict(precision='bf16'), compile=dict(compile=compile_arg), channels_last=dict(channels_last=True))[row]
@@ -166,10 +176,12 @@ def rows_for(a):
     if len(rows) > 2: rows.append('all')   # 'all' must differ from a single option
     options = [r for r in rows if r not in ('fp32', 'all')]
     ROW_NAMES['all'] = 'ragan_nb, ' + ' + '.join(options)
+    rows += ['r1r2', 'r1r2_approx'] + (['approx_all'] if 'all' in rows else [])
+    if 'all' in rows: ROW_NAMES['approx_all'] = f"ragan_nb, + approximate R1 + R2, {' + '.join(options)} (whole critic compiled)"
     if a.rows:
         want = a.rows.split(',')
         bad = [r for r in want if r not in ROW_NAMES or r == 'plain']
-        if bad: raise SystemExit(f"--rows: unknown {', '.join(bad)}; choose from fp32,bf16,compile,channels_last,all")
+        if bad: raise SystemExit(f"--rows: unknown {', '.join(bad)}; choose from fp32,bf16,compile,channels_last,all,{','.join(PENALTY_ROWS)}")
         rows = [r for r in rows if r in want]
     return rows, options, skipped
 
@@ -196,14 +208,16 @@ def run(a):
     compile_arg = dict(mode=a.compile_mode) if a.compile_mode else True
     if 'compile' in options:   # each learner compiles 5 variants of `_call_impl` (G, C, frozen or not): two learners pass dynamo's default limit of 8
         import torch._dynamo as dynamo
-        dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, 64)
+        limit = 'recompile_limit' if hasattr(dynamo.config, 'recompile_limit') else 'cache_size_limit'   # the older name
+        setattr(dynamo.config, limit, max(getattr(dynamo.config, limit), 64))
     torch.manual_seed(a.seed)
     G0, C0, zshape = make_models(a.model)
     data = make_data(a.model, 2 * a.iters * a.bs, a.seed, a.device)
     load0 = os.getloadavg()[0]
     sides = {'plain': PlainLoop(copy.deepcopy(G0), copy.deepcopy(C0), data, a.bs, zshape, a.device, a.seed)}
     for r in rows:   # every side starts from the same weights
-        sides[r] = RaganRow(copy.deepcopy(G0), copy.deepcopy(C0), data, a.bs, zshape, a.device, a.seed, a.iters, **row_kwargs(r, options, compile_arg))
+        sides[r] = RaganRow(copy.deepcopy(G0), copy.deepcopy(C0), data, a.bs, zshape, a.device, a.seed, a.iters,
+                            **row_kwargs(r, options, compile_arg, a.sigma))
     warm = {}
     for name, side in sides.items():   # warm-up: allocator, kernels, and the compilation of the compiled rows
         warm[name] = (side.time_chunk(a.iters)[2], side.time_chunk(a.iters)[2])
@@ -219,6 +233,25 @@ def run(a):
     load1 = os.getloadavg()[0]
     ratios = {n: [t / p for t, p in zip(times[n], times['plain'])] for n in names}
     print(report(a, names, times, overhead, ratios, warm, walls, skipped, load0, load1))
+    if a.csv: write_csv(a, names, times, overhead, ratios, warm, walls)
+
+def write_csv(a, names, times, overhead, ratios, warm, walls):
+    "The table's numbers, one row per run (bench/gpu_suite.py collects them)."
+    import csv
+    med = statistics.median
+    with open(a.csv, 'w', newline='') as f:
+        w = csv.DictWriter(f, ['model', 'row', 'row_name', 'ms_median', 'ratio_median', 'ratio_min', 'ratio_max', 'ms_best',
+                               'ratio_best', 'overhead_ms', 'first_chunk_s', 'chunk_s', 'bs', 'iters', 'rounds', 'clock',
+                               'device_name', 'torch', 'threads'])
+        w.writeheader()
+        for n in names:
+            w.writerow(dict(model=a.model, row=n, row_name=ROW_NAMES[n], ms_median=round(med(times[n]) * 1e3, 3),
+                            ratio_median=round(med(ratios[n]), 3), ratio_min=round(min(ratios[n]), 3), ratio_max=round(max(ratios[n]), 3),
+                            ms_best=round(min(times[n]) * 1e3, 3), ratio_best=round(min(times[n]) / min(times['plain']), 3),
+                            overhead_ms=None if n == 'plain' else round(med(overhead[n]) * 1e3, 2),
+                            first_chunk_s=round(warm[n][0], 2), chunk_s=round(med(walls[n]), 3), bs=a.bs, iters=a.iters,
+                            rounds=a.rounds, clock=a.clock, device_name=device_name(a.device), torch=torch.__version__,
+                            threads=torch.get_num_threads()))
 
 def report(a, names, times, overhead, ratios, warm, walls, skipped, load0, load1):
     med = statistics.median

@@ -6,7 +6,7 @@ Docs: https://ragan-nb.github.io/ragan_nb/gradient_penalty.html.md"""
 
 # %% auto #0
 __all__ = ['gradient_penalty', 'zero_centred_penalty', 'r1_penalty', 'r2_penalty', 'r3gan_critic_loss',
-           'ZeroCentredPenaltyCallback']
+           'approx_zero_centred_penalty', 'ZeroCentredPenaltyCallback']
 
 # %% ../nbs/03_gradient_penalty.ipynb #4d19a4eb
 from typing import Callable
@@ -93,6 +93,27 @@ def r3gan_critic_loss(critic:Callable[[Tensor], Tensor], # the critic C (raw sco
         penalties = gr.square().reshape(len(xr), -1).sum(1) + gf.square().reshape(len(xf), -1).sum(1)
     return (F.softplus(cf - cr) + gamma / 2 * penalties).mean()
 
+# %% ../nbs/03_gradient_penalty.ipynb #ac0e6dab
+def approx_zero_centred_penalty(critic:Callable[[Tensor], Tensor], # the critic C (raw scores of shape (B,) or (B, 1))
+                                x:Tensor, # a batch of samples (B, ...): real ones for R1, fakes for R2
+                                gamma:float=1., # γ, the weight of the penalty (>= 0)
+                                sigma:float=0.01, # σ, the scale of the perturbation (> 0)
+                                eps:Tensor|None=None, # ε of the shape of `x` (default: drawn from N(0, I))
+                                generator:torch.Generator|None=None, # draws ε when it is not given
+                               ) -> Tensor: # a scalar that back-propagates into the critic's parameters
+    "(γ/2)·σ⁻²·mean (C(x + σε) − C(x))², ε ~ N(0, I): R1 or R2 from first-order gradients only (Seaweed-APT)."
+    if not isinstance(x, Tensor): raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[0] < 1: raise ValueError(f"expected a batch of B >= 1 samples, got shape {tuple(x.shape)}")
+    if not gamma >= 0: raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise ValueError(f"sigma must be a number > 0, got {sigma!r}")
+    x = x.detach()
+    if eps is None: eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    elif eps.shape != x.shape: raise ValueError(f"eps must have the shape of x {tuple(x.shape)}, got {tuple(eps.shape)}")
+    with torch.enable_grad():
+        d = as_scores(critic(x + sigma * eps.to(x.dtype)), 'critic(x + σε)') - as_scores(critic(x), 'critic(x)')
+    return gamma / 2 * d.square().mean() / sigma**2
+
 # %% ../nbs/03_gradient_penalty.ipynb #e41f42bc
 class ZeroCentredPenaltyCallback(Callback):
     "Add R1 (on reals) and R2 (on fakes) to the critic's loss every `reg_every` critic training steps, times `reg_every`."
@@ -101,13 +122,35 @@ class ZeroCentredPenaltyCallback(Callback):
                  r1:float=1., # γ₁, weight of R1 on the real batch (>= 0)
                  r2:float=1., # γ₂, weight of R2 on the fake batch (>= 0)
                  reg_every:int=1, # k: regularise critic steps 0, k, 2k, ... with k·(R1 + R2) (lazy regularisation)
+                 r1_approx:float|None=None, # σ: R1 by `approx_zero_centred_penalty` (first order); None: exact
+                 r2_approx:float|None=None, # σ: R2 by `approx_zero_centred_penalty` (first order); None: exact
+                 seed:int|None=None, # seed of the approximations' noise ε
                 ):
         for name, g in (('r1', r1), ('r2', r2)):
             if isinstance(g, bool) or not isinstance(g, (int, float)) or not g >= 0:
                 raise ValueError(f"{name} (a penalty weight γ) must be a number >= 0, got {g!r}")
+        for name, s in (('r1_approx', r1_approx), ('r2_approx', r2_approx)):
+            if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0):
+                raise ValueError(f"{name} (the σ of an approximate penalty) must be a number > 0 or None, got {s!r}")
         if isinstance(reg_every, bool) or not isinstance(reg_every, int) or reg_every < 1:
             raise ValueError(f"reg_every must be a positive integer, got {reg_every!r}")
         self.r1, self.r2, self.reg_every, self.n_critic_steps = r1, r2, reg_every, 0
+        self.r1_approx, self.r2_approx, self.gen = r1_approx, r2_approx, torch.Generator()
+        if seed is not None: self.gen.manual_seed(seed)
+        else: self.gen.seed()   # random, without reseeding torch's global generator
+
+    def before_train(self):   # on a GPU the noise is drawn there, from a generator seeded by `gen` once an epoch
+        dev = next(self.learn.model.critic.parameters()).device
+        seed = lambda: int(torch.randint(2**62, (1,), generator=self.gen))   # as `ragan_nb.gandata.seeded_on`
+        on_gpu = dev.type != 'cpu' and (self.r1_approx or self.r2_approx)
+        self._dev_gen = torch.Generator(device=dev).manual_seed(seed()) if on_gpu else None
+
+    def _penalty(self, critic, x, gamma, sigma):
+        if not gamma: return x.new_zeros(())   # a zero weight costs nothing
+        if sigma is None: return zero_centred_penalty(critic, x, gamma)
+        g = getattr(self, '_dev_gen', None)
+        eps = torch.randn(x.shape, generator=g or self.gen, device=g.device if g else 'cpu').to(x.device, x.dtype)
+        return approx_zero_centred_penalty(critic, x, gamma, sigma, eps=eps)
 
     def after_loss(self):
         if not self.training or self.learn.gan_trainer.gen_mode: return
@@ -118,15 +161,18 @@ class ZeroCentredPenaltyCallback(Callback):
         if fake is None: raise ValueError("ZeroCentredPenaltyCallback needs the fakes of the critic step "
                                           "(`loss_func.fake`): use `ragan_learner` or add `RelativisticGANCallback`")
         critic, real = self.learn.model.critic, self.learn.xb[0]
-        r1 = zero_centred_penalty(critic, real, self.r1) if self.r1 else real.new_zeros(())   # a zero weight costs nothing
-        r2 = zero_centred_penalty(critic, fake, self.r2) if self.r2 else real.new_zeros(())
+        r1 = self._penalty(critic, real, self.r1, self.r1_approx)
+        r2 = self._penalty(critic, fake, self.r2, self.r2_approx)
         self.learn.penalty = self.reg_every * (r1 + r2)
         self.learn.loss_grad = self.learn.loss_grad + self.learn.penalty
         self.learn.r1_penalty, self.learn.r2_penalty = r1.detach(), r2.detach()
 
     def state_dict(self) -> dict:
-        "The critic-step counter, for checkpoints."
-        return {'n_critic_steps': self.n_critic_steps}
+        "The critic-step counter (and the noise generator's state of the approximations), for checkpoints."
+        st = {'n_critic_steps': self.n_critic_steps}
+        if self.r1_approx or self.r2_approx: st['rng_state'] = self.gen.get_state()
+        return st
     def load_state_dict(self, state:dict):
-        "Restore the counter saved by `state_dict`."
+        "Restore what `state_dict` saved."
         self.n_critic_steps = int(state['n_critic_steps'])
+        if state.get('rng_state') is not None: self.gen.set_state(state['rng_state'])
