@@ -29,9 +29,10 @@ data:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null && echo "installed dataset-fashion-mnist"; \
 	else echo "dataset-fashion-mnist is not installed (needs root and apt-get); ragan-train will try a download"; fi
 
-## demo: the main job on a fresh machine: 1 epoch of RaLSGAN on Fashion-MNIST on the CPU, grids in a new folder
-## result/<date-time>/fashion_mnist_RaLSGAN/ each time (so `make demo` can run again; DEMO_OUT=... picks another)
-DEMO_OUT ?= result/$(shell date +%Y%m%d-%H%M%S)
+## demo: the main job on a fresh machine: 1 epoch of RaLSGAN on Fashion-MNIST on the CPU, into
+## result/fashion_mnist_RaLSGAN/, the folder README.md's next command (`ragan-eval result/fashion_mnist_RaLSGAN`) reads;
+## it ends by printing that command. A second `make demo` refuses to overwrite the run: DEMO_OUT=other picks another folder
+DEMO_OUT ?= result
 demo: $(STAMP) data
 	$(BIN)/ragan-train --dataset fashion_mnist --loss RaLSGAN --epochs 1 --device cpu --out $(DEMO_OUT)
 

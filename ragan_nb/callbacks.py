@@ -6,13 +6,15 @@ Docs: https://ragan-nb.github.io/ragan_nb/callbacks.html.md"""
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'RelativisticGANLoss', 'RelativisticGANCallback', 'FrozenGradsCallback', 'GenFirstCallback',
-           'GradientPenaltyCallback', 'GANLossRecorder', 'PrecisionCallback', 'CompileCallback', 'SkipEmptyValidation']
+           'GradientPenaltyCallback', 'GANLossRecorder', 'PrecisionCallback', 'CompileCallback', 'SkipEmptyValidation',
+           'NonFiniteLossGuard']
 
 # %% ../nbs/10_callbacks.ipynb #57b19288
 import warnings
 import torch
+import torch.distributed as dist
 from torch import nn, Tensor
-from fastai.callback.core import Callback, CancelValidException
+from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.learner import ValueMetric
 from fastai.vision.gan import GANLoss, GANTrainer, FixedGANSwitcher
 from .standard import GANLossFunc
@@ -189,3 +191,48 @@ class SkipEmptyValidation(Callback):
             self.learn.recorder.valid_metrics, self.learn.recorder.train_metrics = False, True
     def before_validate(self):
         if not len(self.dls.valid): raise CancelValidException()
+
+# %% ../nbs/10_callbacks.ipynb #d88e97c1
+class NonFiniteLossGuard(Callback):
+    """Stop training (CancelFitException) when a loss to back-propagate is NaN or infinite. The check runs on the loss's
+    device every step; its flag is read every `every` steps and at the end of each epoch, before anything is saved."""
+    run_after = GradientPenaltyCallback
+    def __init__(self,
+                 every:int|None=None, # steps between readings (None: 1 on the CPU, where reading is free; 50 on a GPU)
+                 warn:bool=True, # a warning saying where training stopped (`train` reports it itself)
+                ):
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        self.every, self.warn = every, warn
+    def before_fit(self): self.learn.nonfinite = None
+    def before_train(self): self._bad = self._steps = None
+    def after_loss(self):
+        if not self.training: return
+        loss = self.learn.loss_grad.detach()
+        bad = ~torch.isfinite(loss).all()
+        if self._bad is None:   # the epoch's first failure, kept on the device: its step, its kind (True: generator), its loss
+            self._bad, self._gen = torch.zeros_like(bad), torch.zeros_like(bad)
+            self._iter, self._value, self._steps = torch.zeros_like(bad, dtype=torch.long), torch.zeros_like(bad, dtype=torch.float), 0
+        new = bad & ~self._bad
+        self._iter = torch.where(new, self.iter, self._iter)
+        self._gen = torch.where(new, bool(self.learn.gan_trainer.gen_mode), self._gen)
+        self._value = torch.where(new, loss.float().sum(), self._value)
+        self._bad, self._steps = self._bad | bad, self._steps + 1
+        every = self.every or (1 if loss.device.type == 'cpu' else 50)
+        if self._steps % every == 0: self._read()
+    def after_train(self):
+        if self._bad is not None: self._read()
+    def _read(self):
+        "Wait for the device: stop the fit if a step of this epoch went non-finite (on any process)."
+        bad = self._bad.float()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)   # several processes stop at the same step
+        if bad:
+            self.learn.nonfinite = dict(epoch=self.epoch, iter=int(self._iter), value=float(self._value),
+                                        kind='generator' if self._gen else 'critic')
+            if self.warn:
+                nf = self.learn.nonfinite
+                warnings.warn(f"training stopped: the {nf['kind']} loss became {nf['value']} at epoch {nf['epoch'] + 1}, "
+                              f"iteration {nf['iter']} (learn.nonfinite); the weights are those of that step", stacklevel=2)
+            raise CancelFitException()
+

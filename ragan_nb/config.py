@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 import torch
 from torch import nn
+from .checks import check_run_args
 from .losses import REALNESS, gan_losses
 from .gandata import gan_dls
 from .data import DATASETS, DATASET_SHAPES, image_dls, check_room
@@ -70,7 +71,8 @@ def run_device(cfg:dict # a configuration from `check_config`
 RECIPES = {  # `--recipe` presets: the settings each one fills in before the explicit arguments override them
     'paper': dict(loss='RaLSGAN', lr=2e-4, betas=(0.5, 0.999), r1=None, r2=None, reg_every=1, ema=None),   # the 2018 paper
     'r3gan': dict(loss='RpSGAN', lr=2e-4, betas=(0.0, 0.99), r1=0.1, r2=0.1, reg_every=1, ema=10_000)}    # R3GAN (2025)
-DEFAULTS = dict(dataset='fashion_mnist', recipe='paper', **RECIPES['paper'], epochs=1, bs=64, n_crit=1, gp=None,
+DEFAULTS = dict(dataset='fashion_mnist', recipe='paper', **RECIPES['paper'], r1_approx=None, r2_approx=None,   # σ: first-order R1/R2
+                epochs=1, bs=64, n_crit=1, gp=None,
                 augment=None, arch=None, size=None, sn=False, seed=0, n_images=None, split='train', data=None, device=None,
                 nproc=1, sync_bn=False,   # processes sharing each (global) batch; batch norm over the global batch
                 precision='fp32', compile=False, channels_last=False)   # speed options: they change no setting of the algorithm
@@ -126,11 +128,13 @@ def check_config(**kwargs) -> dict:
     recipe = kwargs.get('recipe') or DEFAULTS['recipe']
     if recipe not in RECIPES: raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     cfg = {**DEFAULTS, **RECIPES[recipe], **{k: v for k, v in kwargs.items() if v is not None}}
+    cfg = check_run_args(**cfg)   # what the commands check before importing torch: the same sentences
     if cfg['dataset'] not in DATASETS + TOYS:
         raise ValueError(f"unknown dataset {cfg['dataset']!r}; choose one of {', '.join(DATASETS + TOYS)}")
     crit_loss, _ = gan_losses(cfg['loss'], gp=cfg['gp'])   # the loss's own check: its name, and whether it can take a penalty
     check_learner_args(n_crit=cfg['n_crit'], lr=cfg['lr'], betas=cfg['betas'], gp=getattr(crit_loss, 'gp', None), r1=cfg['r1'], r2=cfg['r2'],
-                       reg_every=cfg['reg_every'], ema=cfg['ema'], augment=cfg['augment'])   # the learner's own check
+                       reg_every=cfg['reg_every'], ema=cfg['ema'], augment=cfg['augment'],
+                       r1_approx=cfg['r1_approx'], r2_approx=cfg['r2_approx'])   # the learner's own check
     cfg['betas'] = tuple(float(b) for b in cfg['betas'])
     if cfg['augment']: cfg['augment'] = ','.join(parse_policy(cfg['augment']))
     for k in ('epochs', 'bs', 'nproc') + (('n_images',) if cfg['n_images'] is not None else ()): _whole(cfg, k)
@@ -167,7 +171,7 @@ def run_dls(cfg:dict, # a configuration from `check_config`
     seed, device, ns = cfg['seed'], run_device(cfg), noise_shape(cfg['dataset'])
     if cfg['dataset'] not in TOYS:
         dls = image_dls(cfg['dataset'], bs=cfg['bs'], size=cfg['size'], noise_size=ns, path=cfg['data'],
-                        split=cfg['split'], n=cfg['n_images'], seed=seed, device=device, verbose=verbose)
+                        split=cfg['split'], n=cfg['n_images'], seed=seed, device=device, verbose=verbose, exact=True)
     else:
         data = toy_data(cfg['dataset'], cfg['n_images'] or TOY_N, seed=seed)
         dls = gan_dls(data, bs=cfg['bs'], noise_size=ns, seed=seed, device=device)
@@ -187,7 +191,9 @@ def make_learner(cfg:dict, # a configuration from `check_config`
     if len(dls.train) == 0: raise ValueError(f"batch size {cfg['bs']} is larger than the {len(dls.train.images)} training images")
     G, C = build_models(cfg)
     learn = ragan_learner(dls, G, C, loss=cfg['loss'], n_crit=cfg['n_crit'], gp=cfg['gp'], lr=cfg['lr'], betas=cfg['betas'],
-                          r1=cfg['r1'], r2=cfg['r2'], reg_every=cfg['reg_every'], ema=cfg['ema'], augment=cfg['augment'],
+                          r1=cfg['r1'], r2=cfg['r2'], reg_every=cfg['reg_every'],
+                          r1_approx=cfg.get('r1_approx'), r2_approx=cfg.get('r2_approx'), penalty_seed=seed + 4,
+                          ema=cfg['ema'], augment=cfg['augment'],
                           gp_seed=seed + 1,   # the penalty's mixing weights
                           augment_seed=rank_seed(seed + 3, rank),   # DiffAugment's draws: a stream per process
                           loss_kwargs=dict(seed=seed + 2) if cfg['loss'] == REALNESS else None,   # RealnessGAN's anchor draws

@@ -18,7 +18,7 @@ def ema_beta(half_life:float, # h, the half-life of the average in images (> 0)
              batch_size:int, # B, images per generator step
             ) -> float: # β = 0.5 ** (B / h)
     "The EMA decay per generator step for a half-life of `half_life` images and batches of `batch_size`."
-    if isinstance(half_life, bool) or not isinstance(half_life, (int, float)) or not half_life > 0:
+    if isinstance(half_life, bool) or not isinstance(half_life, (int, float)) or not 0 < half_life < float('inf'):
         raise ValueError(f"half_life (in images) must be a number > 0, got {half_life!r}")
     return 0.5 ** (batch_size / half_life)
 

@@ -21,8 +21,16 @@ def seeded_on(device, # where the new generator draws
     "A generator on `device`, seeded by one number of `gen`'s stream: draws there, a state a checkpoint of `gen` still fixes."
     return torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
 
+def _check_labels(labels, n:int) -> Tensor:
+    "`labels` as an int64 tensor of `n` class indices >= 0, else one ValueError."
+    ok = isinstance(labels, Tensor) and labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool
+    if not ok or len(labels) != n or (n and labels.min() < 0):
+        raise ValueError(f"labels must be a 1-d integer tensor of {n} class indices >= 0 (one per image), got "
+                         f"{type(labels).__name__}{' of shape ' + str(tuple(labels.shape)) if isinstance(labels, Tensor) else ''}")
+    return labels.long()
+
 class GANDataLoader(DataLoader):
-    "A fastai DataLoader yielding `(noise, real)` batches, built whole from an in-memory image tensor."
+    "A fastai DataLoader yielding `(noise, real)` batches (`(noise, label, real, label)` with `labels`), built whole in memory."
     def __init__(self,
                  images:Tensor, # real images (N, C, H, W), uint8 in [0, 255] or float in [-1, 1]
                  bs:int=64, # batch size
@@ -31,14 +39,17 @@ class GANDataLoader(DataLoader):
                  drop_last:bool=True, # drop the last incomplete batch (keeps batch statistics comparable)
                  seed:int|None=None, # seed of the loader's own random generator (noise and order)
                  pass_seeds:bool|None=None, # noise from a generator on the images' device, seeded once per pass (None: when they are not on the CPU)
+                 labels:Tensor|None=None, # class index (N,) of each image, for conditional GANs (None: no labels)
                  **kwargs):
         if not isinstance(images, Tensor) or images.ndim < 2:
             raise ValueError(f"images must be a tensor (N, ...) of real samples, got {type(images).__name__}"
                              f"{'' if not isinstance(images, Tensor) else ' of shape ' + str(tuple(images.shape))}")
         if not (isinstance(bs, int) and bs > 0): raise ValueError(f"bs must be a positive integer, got {bs}")
+        if labels is not None: labels = _check_labels(labels, len(images)).to(images.device)
         super().__init__(dataset=images, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=0, **kwargs)
         self.images, self.noise_size = images, tuple(noise_size) if isinstance(noise_size, (tuple, list)) else (noise_size,)
         self.seed, self.pass_seeds = seed, images.device.type != 'cpu' if pass_seeds is None else pass_seeds
+        self.labels = labels
         self.gen = torch.Generator()   # the state at the start of the next epoch
         if seed is not None: self.gen.manual_seed(seed)
         else: self.gen.seed()   # a random seed for this generator only (torch.seed() would reseed the global one)
@@ -88,10 +99,17 @@ class GANDataLoader(DataLoader):
             yield self.after_batch(b if self.device is None else to_device(b, self.device))
         self.after_iter()
 
+    @property
+    def n_inp(self) -> int:
+        "How many of a batch's tensors are the generator's input: `(noise,)`, or `(noise, label)` with labels."
+        return 1 if self.labels is None else 2
+
     def create_batches(self, samps):
-        "Yield `(noise, real)` for each chunk of indices."
+        "Yield `(noise, real)` for each chunk of indices, or `(noise, label, real, label)` with labels."
         dtype = torch.float32 if self.images.dtype == torch.uint8 else self.images.dtype
-        for idx in self._chunks(samps): yield self._noise(len(idx), dtype), self._real(idx)
+        for idx in self._chunks(samps):
+            if self.labels is None: yield self._noise(len(idx), dtype), self._real(idx)
+            else: y = self.labels[idx]; yield self._noise(len(idx), dtype), y, self._real(idx), y
 
 
 # %% ../nbs/06_gandata.ipynb #1d26d5c2
@@ -113,13 +131,17 @@ def gan_dls(images:Tensor, # real images (N, C, H, W), uint8 in [0, 255] or floa
             shuffle:bool=True, # reshuffle the training images every epoch
             device=None, # where batches go; default: CUDA when available, else CPU
             resident:bool|None=None, # keep the images on `device` (None: on a GPU, when they take under a quarter of its free memory)
+            labels:Tensor|None=None, # class index (N,) of each image: batches `(noise, label, real, label)`
             **kwargs) -> DataLoaders:
-    "fastai DataLoaders of `(noise, real)` batches for GAN training."
+    "fastai DataLoaders of `(noise, real)` batches for GAN training, `(noise, label, real, label)` with `labels`."
+    if labels is not None: labels = _check_labels(labels, len(images))
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if resident is None: resident = fits_on(images, device)
     if resident: images = images.to(device)   # batches are then indexed and their noise drawn there: no copy per step
-    trn, val = (images[:len(images)-n_valid], images[len(images)-n_valid:]) if n_valid else (images, images[:0])
-    return DataLoaders(GANDataLoader(trn, bs=bs, noise_size=noise_size, seed=seed, shuffle=shuffle, **kwargs),
+    cut = len(images) - n_valid
+    trn, val = (images[:cut], images[cut:]) if n_valid else (images, images[:0])
+    ytrn, yval = (None, None) if labels is None else (labels[:cut], labels[cut:]) if n_valid else (labels, labels[:0])
+    return DataLoaders(GANDataLoader(trn, bs=bs, noise_size=noise_size, seed=seed, shuffle=shuffle, labels=ytrn, **kwargs),
                        GANDataLoader(val, bs=bs, noise_size=noise_size, shuffle=False, drop_last=False,
-                                     seed=None if seed is None else seed + 1, **kwargs),
+                                     seed=None if seed is None else seed + 1, labels=yval, **kwargs),
                        device=device)

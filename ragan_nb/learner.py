@@ -28,6 +28,7 @@ from .losses import check_gp
 from .penalty import ZeroCentredPenaltyCallback
 from .augment import DiffAugmentCallback
 from .ema import EMACallback
+from .models import check_models
 
 # %% ../nbs/13_learner.ipynb #ea455fcd
 def gan_splitter(model:nn.Module) -> list:
@@ -41,9 +42,11 @@ def _positive(name, v, integer=False):
 
 def check_learner_args(n_crit:int=1, n_gen:int=1, lr:float=2e-4, lr_crit:float|None=None, betas:tuple=(0.5, 0.999),
                        gp:float|None=None, r1:float|None=None, r2:float|None=None, reg_every:int=1, ema:float|None=None,
-                       augment:str|None=None):
+                       augment:str|None=None, r1_approx:float|None=None, r2_approx:float|None=None):
     "The one check of the learner's arguments (the command line calls it too): a clear `ValueError` for the first bad one."
-    recipe_callbacks(r1, r2, reg_every, ema, augment)   # their constructors check r1, r2, reg_every, ema and augment
+    recipe_callbacks(r1, r2, reg_every, ema, augment, r1_approx=r1_approx, r2_approx=r2_approx)   # their constructors check them
+    for name, s, g in (('r1_approx', r1_approx, r1), ('r2_approx', r2_approx, r2)):
+        if s is not None and not g: raise ValueError(f"{name} approximates the penalty {name[:2]}, which is off: give {name[:2]} > 0")
     _positive('n_crit', n_crit, integer=True); _positive('n_gen', n_gen, integer=True)
     _positive('lr', lr)
     if lr_crit is not None: _positive('lr_crit', lr_crit)
@@ -58,10 +61,14 @@ def recipe_callbacks(r1:float|None=None, # γ₁ of R1 on real images (None or 0
                      ema:float|None=None, # half-life of the generator's EMA in images (None: no EMA)
                      augment:str|None=None, # DiffAugment policy, e.g. 'color,translation,cutout' (None: none)
                      augment_seed:int|None=None, # seed of the augmentations' draws
+                     r1_approx:float|None=None, # σ: R1 by its first-order approximation (None: exact)
+                     r2_approx:float|None=None, # σ: R2 by its first-order approximation (None: exact)
+                     penalty_seed:int|None=None, # seed of the approximations' noise
                     ) -> list:
     "The callbacks of the modern recipe (R3GAN's zero-centred penalties, generator EMA, DiffAugment) for these settings."
     cbs = []
-    if r1 or r2 or reg_every != 1: cbs.append(ZeroCentredPenaltyCallback(r1 or 0., r2 or 0., reg_every))
+    if r1 or r2 or reg_every != 1:
+        cbs.append(ZeroCentredPenaltyCallback(r1 or 0., r2 or 0., reg_every, r1_approx, r2_approx, seed=penalty_seed))
     if ema is not None: cbs.append(EMACallback(half_life=ema))
     if augment: cbs.append(DiffAugmentCallback(augment, seed=augment_seed))
     return cbs
@@ -130,6 +137,9 @@ class LeanRecorder(Recorder):
     "fastai's `Recorder`, reading the learning rate from torch's optimiser directly (fastai's `hypers` rebuilds every group's dict per batch)."
     @property
     def name(self): return 'recorder'   # where fastai and `learn.recorder` look for it
+    def before_epoch(self):
+        super().before_epoch()
+        self.log = L(getattr(self.learn, 'epoch0', 0) + self.epoch + 1)   # the table counts as "epoch N/M" does: from 1, across a resume
     def before_train(self):
         super().before_train()
         self._lean_mets = list(self._train_mets)   # fastai's property builds this `L` again on every batch
@@ -217,27 +227,33 @@ def ragan_learner(dls, # DataLoaders of (noise, real) batches, e.g. from `gan_dl
                   r1:float|None=None, # γ₁ of the zero-centred R1 penalty on reals (R3GAN); None: off
                   r2:float|None=None, # γ₂ of the zero-centred R2 penalty on fakes (R3GAN); None: off
                   reg_every:int=1, # lazy regularisation: R1/R2 every k critic steps, scaled by k
+                  r1_approx:float|None=None, # σ: R1 by its first-order approximation (`approx_zero_centred_penalty`)
+                  r2_approx:float|None=None, # σ: R2 by its first-order approximation; with both, compile takes the critic too
+                  penalty_seed:int|None=None, # seed of the approximate penalties' noise
                   ema:float|None=None, # half-life in images of the generator's EMA (`learn.ema_generator`); None: off
                   augment:str|None=None, # DiffAugment policy for everything the critic sees, e.g. 'color,translation,cutout'
                   augment_seed:int|None=None, # seed of the augmentations
                   fused:bool|None=None, # torch's fused Adam (None: on CUDA); else its `foreach` kernels
                   precision:str='fp32', # 'bf16': G and C under autocast, losses and penalties in float32
                   channels_last:bool=False, # channels-last memory format for the networks' 4-d weights
-                  compile:bool|dict=False, # torch.compile G and C (a dict: torch.compile's arguments); the critic stays eager under a gradient penalty
+                  compile:bool|dict=False, # torch.compile G and C (a dict: torch.compile's arguments); the critic stays eager under an exact penalty
                   loss_kwargs:dict|None=None, # for loss='realness': arguments of `realness_losses` (objective, anchors, skew, seed, ...)
+                  nonfinite_guard:bool=True, # stop at a NaN or infinite loss (`NonFiniteLossGuard`; `learn.nonfinite` says where)
                   cbs=None, # more callbacks
                   **kwargs # passed to `GANLearner`
                  ) -> RaGANLearner:
     "A fastai `GANLearner` training `generator` against `critic` with the GAN loss called `loss`."
-    check_learner_args(n_crit, n_gen, lr, lr_crit, betas, gp, r1, r2, reg_every, ema, augment)
+    check_learner_args(n_crit, n_gen, lr, lr_crit, betas, gp, r1, r2, reg_every, ema, augment, r1_approx, r2_approx)
+    check_models(dls, generator, critic)
     loss_cb = RelativisticGANCallback(loss, gp=gp, loss_kwargs=loss_kwargs)
     check_learner_args(gp=getattr(loss_cb.crit_loss, 'gp', None), r1=r1, r2=r2)   # a '-GP' name with r1/r2
     recorder = GANLossRecorder()
     extra = [loss_cb, FrozenGradsCallback(), GenFirstCallback(gen_first), recorder, SkipEmptyValidation()]
+    if nonfinite_guard and not any(isinstance(cb, NonFiniteLossGuard) for cb in L(cbs)): extra.append(NonFiniteLossGuard())
     if getattr(loss_cb.crit_loss, 'gp', None): extra.append(GradientPenaltyCallback(loss_cb.crit_loss.gp, seed=gp_seed))
-    extra += recipe_callbacks(r1, r2, reg_every, ema, augment, augment_seed)
+    extra += recipe_callbacks(r1, r2, reg_every, ema, augment, augment_seed, r1_approx, r2_approx, penalty_seed)
     if precision != 'fp32' or channels_last: extra.append(PrecisionCallback(precision, channels_last))
-    double_backward = bool(getattr(loss_cb.crit_loss, 'gp', None) or r1 or r2)
+    double_backward = bool(getattr(loss_cb.crit_loss, 'gp', None) or (r1 and r1_approx is None) or (r2 and r2_approx is None))
     if compile: extra.append(CompileCallback(double_backward, **(compile if isinstance(compile, dict) else {})))
     if fused is None: fused = torch.cuda.is_available() and getattr(dls, 'device', None) is not None and torch.device(dls.device).type == 'cuda'
     opt_func = partial(torch_adam, betas=tuple(betas), eps=eps, weight_decay=0., **({'fused': True} if fused else {'foreach': True}))

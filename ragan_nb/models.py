@@ -6,9 +6,10 @@ Docs: https://ragan-nb.github.io/ragan_nb/models.html.md"""
 
 # %% auto #0
 __all__ = ['ARCHS', 'dcgan_init', 'dcgan_plan', 'NoiseMap', 'dcgan_generator', 'dcgan_critic', 'sngan_generator', 'sngan_critic',
-           'gan_models']
+           'gan_models', 'check_models']
 
 # %% ../nbs/09_models.ipynb #e1272f1c
+import copy
 import math
 import torch
 from torch import nn, Tensor
@@ -143,3 +144,25 @@ def gan_models(arch:str='dcgan', # one of `ARCHS`
         return (sngan_generator(size, n_channels, noise_size, bn=bn),
                 sngan_critic(size, n_channels, n_out=n_out, sn=sn))
     raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+
+# %% ../nbs/09_models.ipynb #49861a2a
+def check_models(dls, # DataLoaders of (noise, real) batches
+                 generator:nn.Module, critic:nn.Module):
+    "G and C against the data, on two zero samples through copies: one `ValueError` that says what to change."
+    dl = dls.train
+    if getattr(dl, 'labels', None) is not None or not hasattr(dl, 'noise_size'): return   # conditional or foreign data
+    dev = next(generator.parameters()).device
+    z, x = torch.zeros((2, *dl.noise_size), device=dev), torch.zeros((2, *dl.images.shape[1:]), device=dev)
+    generator, critic = copy.deepcopy(generator).eval(), copy.deepcopy(critic).eval()   # their state and draws untouched
+    with torch.no_grad(), torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
+        try: g = generator(z)
+        except RuntimeError as e:
+            raise ValueError(f"the generator does not take noise of shape {tuple(dl.noise_size)}, the data's noise_size "
+                             f"({str(e).splitlines()[0][:120]}): build it for that noise, or give gan_dls its noise_size") from None
+        if tuple(g.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(f"the generator makes samples of shape {tuple(g.shape[1:])}, the data's are {tuple(x.shape[1:])}: "
+                             "build it for the data's channels and size, or resize the data (image_dls size=)")
+        try: critic(x.to(next(critic.parameters()).device))
+        except RuntimeError as e:
+            raise ValueError(f"the critic does not take the data's samples of shape {tuple(x.shape[1:])} "
+                             f"({str(e).splitlines()[0][:120]}): build it for those channels and that size") from None

@@ -69,6 +69,8 @@ def _serve():
     "Import what the installed commands import, then fork one child per JSON request read from stdin; answer its exit code."
     import importlib.metadata as md
     loaded = [ep.name for ep in md.entry_points(group='console_scripts') if ep.name in COMMANDS and ep.load()]
+    import importlib   # the commands import the library only for their work (issue 25): import it here, once
+    for m in ('ragan_nb.train', 'ragan_nb.evaluate', 'ragan_nb.bench', 'ragan_nb.distributed'): importlib.import_module(m)
     print(json.dumps(sorted(loaded)), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
@@ -339,7 +341,7 @@ def test_control_eval_and_resume(cli, runs, tmp_path):
     d = copy_run(runs, TOY, tmp_path)
     r = cli('ragan-eval', d, '--n', 1000, '--quiet', '--device', 'cpu', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert json.loads((d/'eval_epoch_001.json').read_text())['n_modes'] == 8
+    assert json.loads((d/'eval_epoch_001_modes.json').read_text())['n_modes'] == 8
     r = cli('ragan-train', '--dataset', 'ring8', '--resume', '--epochs', 2, '--device', 'cpu', '--quiet', '--out', tmp_path, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (d/'checkpoints'/'epoch_002.pth').is_file()
@@ -351,7 +353,7 @@ def test_newest_checkpoint_sorts_numerically(cli, runs, tmp_path):
     (d/'checkpoints'/'epoch_001.pth').unlink()
     r = cli('ragan-eval', d, '--n', 1000, '--quiet', '--device', 'cpu', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in d.glob('eval_*.json')) == ['eval_epoch_1000.json']
+    assert sorted(p.name for p in d.glob('eval_*.json')) == ['eval_epoch_1000_modes.json']
 
 # ---- a malicious checkpoint never runs, through every entry point that loads files ----
 

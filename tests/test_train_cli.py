@@ -26,8 +26,8 @@ def run(commands, tmp_path_factory):
     return lambda *args, env=None, timeout=300: commands('ragan-train', *args, cwd=cwd, env=env, timeout=timeout)
 
 def tiny(out, *extra):
-    "Arguments of a quick MNIST run (64 official test-set digits, batch 32)."
-    return ['--dataset', 'mnist', '--data', MNIST, '--n-images', 64, '--bs', 32, '--device', 'cpu', '--quiet', '--out', out, *extra]
+    "Arguments of a quick MNIST run (64 official test-set digits, batch 32: the test split, the one at hand)."
+    return ['--dataset', 'mnist', '--data', MNIST, '--split', 'test', '--n-images', 64, '--bs', 32, '--device', 'cpu', '--quiet', '--out', out, *extra]
 
 def snapshot(d):
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(d).rglob('*')) if p.is_file()}
@@ -89,8 +89,10 @@ BAD = {
     'r2-negative': (['--r2=-1'], 'r2 (a penalty weight γ) must be a number >= 0, got -1.0'),
     'reg-every': (['--r1', '0.1', '--reg-every', '0'], 'reg_every must be a positive integer, got 0'),
     'augment':   (['--augment', 'translation,flip'], "Unknown DiffAugment policy 'flip'. Valid names: color, translation, cutout"),
-    'ema-zero':  (['--ema', '0'], 'half_life (in images) must be a number > 0, got 0.0'),
-    'ema-negative': (['--ema=-100'], 'half_life (in images) must be a number > 0, got -100.0'),
+    'ema-zero':  (['--ema', '0'], 'ema (the half-life of the generator average, in images) must be a positive number, got 0.0'),
+    'ema-negative': (['--ema=-100'], 'ema (the half-life of the generator average, in images) must be a positive number, got -100.0'),
+    'ema-inf':   (['--ema', 'inf'], 'ema (the half-life of the generator average, in images) must be a finite number, got inf'),
+    'lr-neg-space': (['--lr', '-1e-4'], 'lr must be a positive number, got -0.0001'),   # argparse read -1e-4 as an option
     'recipe':    (['--recipe', 'stylegan'], "unknown recipe 'stylegan'; choose one of paper, r3gan"),
     'recipe-gp': (['--recipe', 'r3gan', '--loss', 'RpSGAN-GP'], 'alternatives: use one'),
 }
@@ -106,6 +108,13 @@ def test_bad_input(run, good_run, case):
     lines = r.stderr.strip().splitlines()   # argparse's usage (however many lines it wraps to), then one error line
     assert [l for l in lines if not l.startswith(('usage: ', ' '))] == lines[-1:] and r.stderr.count('error') == 1, r.stderr
     assert snapshot(good_run) == before
+
+def test_missing_training_split_is_an_error(run, tmp_path):
+    "Only MNIST's test file at hand and no --split: an error that suggests --split test, not a run on the test split."
+    r = run('--dataset', 'mnist', '--data', MNIST, '--n-images', 64, '--bs', 32, '--device', 'cpu', '--out', tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+    assert 'holds only the test split of mnist, not its train split: train on it with --split test' in r.stderr, r.stderr
+    assert not list(tmp_path.rglob('config.json'))   # nothing recorded as a training-split run
 
 def test_unwritable_out(run, good_run, tmp_path):
     blocker = tmp_path/'a-file'; blocker.write_text('not a folder')
@@ -196,8 +205,8 @@ def test_stacked_mnist_trains(run, tmp_path):
 # ---- each data source, through the command ----
 
 def test_source_env_var(run, tmp_path):
-    r = run('--dataset', 'mnist', '--n-images', 64, '--bs', 32, '--epochs', 1, '--out', tmp_path, '--device', 'cpu',
-            env={'RAGAN_MNIST': str(MNIST), 'RAGAN_DATA': str(tmp_path/'cache')})
+    r = run('--dataset', 'mnist', '--split', 'test', '--n-images', 64, '--bs', 32, '--epochs', 1, '--out', tmp_path,
+            '--device', 'cpu', env={'RAGAN_MNIST': str(MNIST), 'RAGAN_DATA': str(tmp_path/'cache')})
     assert r.returncode == 0, r.stderr
     assert f'from RAGAN_MNIST: {MNIST}' in r.stdout
 
