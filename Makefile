@@ -9,6 +9,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # torch is not pinned in the package metadata (users bring their own); this is the build we test with.
 TORCH  := torch==2.14.1 torchvision==0.29.1
+# the official MNIST test set beside the clone, when there is one and RAGAN_MNIST is not set; without it, examples
+# and tests use the 2,000 test digits ragan_nb ships (ragan_nb.data.mnist_test_folder)
+ifeq ($(origin RAGAN_MNIST),undefined)
+ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
+export RAGAN_MNIST := $(abspath ../shared/data/mnist)
+endif
+endif
 
 .PHONY: install data demo readme docs test nbtest pytest export clean check-sync
 

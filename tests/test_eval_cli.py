@@ -7,7 +7,8 @@ import pytest
 from conftest import command_env
 
 FMNIST = Path('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz')
-MNIST = Path(os.environ.get('RAGAN_MNIST', Path(__file__).resolve().parents[2]/'shared'/'data'/'mnist'))   # the MNIST test set
+from ragan_nb.data import mnist_test_folder
+MNIST = mnist_test_folder()   # the MNIST test set as the library finds it, else the 2,000 digits it ships
 
 def fresh(cmd, *args, env=None):   # an installed command as a fresh process
     return subprocess.run([str(Path(sys.executable).parent/cmd), *map(str, args)],
@@ -83,7 +84,6 @@ def test_train_and_eval_check_device_the_same_way(train, ev, fmnist_run, tmp_pat
 
 @pytest.fixture(scope='module')
 def stacked_run(train, tmp_path_factory):
-    if not (MNIST/'t10k-images-idx3-ubyte.gz').is_file(): pytest.skip(f'no MNIST test set in {MNIST} (set RAGAN_MNIST)')
     out = tmp_path_factory.mktemp('stacked')
     p = train('--dataset', 'stacked_mnist', '--split', 'test', '--n-images', '256', '--bs', '32', '--epochs', '1', '--device', 'cpu',
               '--out', out, '--quiet', env={'RAGAN_MNIST': str(MNIST)})

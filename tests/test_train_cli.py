@@ -10,7 +10,8 @@ import torch
 from conftest import command_env
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST = ROOT.parent/'shared'/'data'/'mnist'
+from ragan_nb.data import mnist_test_folder
+MNIST = mnist_test_folder()   # the MNIST test set as the library finds it, else the 2,000 digits it ships
 EXE = Path(sys.executable).parent/'ragan-train'
 FMNIST = Path('/usr/share/datasets/fashion-mnist')
 
