@@ -257,6 +257,7 @@ def test_api_reference_reads_cleanly(site):
         sigs = [re.sub(r'#.*', '', _text_of(m)) for m in   # the signatures, without their docment comments
                 re.findall(r'(?s)<div class="cell-output cell-output-display cell-output-markdown">.*?</pre>', html)]
         assert not any('__main__.' in t for t in sigs), f'{page}: a type shown as __main__.X'
+        assert not any(re.search(r'NoneType|torch\._C\.', t) for t in sigs), f'{page}: NoneType or torch._C in a signature'
         assert not any(re.search(r'ragan_nb\.\w+\.[A-Z]|torch\.nn\.modules\.', t) for t in sigs), f'{page}: a type with its module path'
         assert 'after_create' not in html and 'before_fit:' not in html, f"{page}: fastai's event hooks in a signature"
         callbacks += sum(bool(re.search(r'def \w+Callback\(', t)) for t in sigs)

@@ -21,7 +21,7 @@ The adaptations, each in one function below:
 Where Quarto is installed, `nbdev-docs` builds the site from the same `_quarto.yml`.
 `python tools/build_docs.py --force` reprocesses every notebook instead of only changed ones (a change to this file
 forces it too)."""
-import os, re, shutil, sys, time
+import inspect, os, re, shutil, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,10 +139,13 @@ def add_processors():
 def short_type(s:str) -> str:
     "A type as a reader writes it: `__main__.X` and `ragan_nb.losses.X` -> `X`, `torch.nn.modules.module.Module` -> `nn.Module`."
     s = re.sub(r'\b(?:__main__|ragan_nb(?:\.\w+)*)\.(?=[A-Za-z_])', '', s)
+    s = re.sub(r'\btorch\._C\.(?=Generator\b)', 'torch.', s)   # torch's own name for its generator class
+    s = re.sub(r'\bNoneType\b', 'None', s)   # Union[NoneType, X] as it is written: None | X
     return re.sub(r'\btorch\.nn\.modules\.(?:\w+\.)+(?=[A-Z])', 'nn.', s)
 
 def tidy_signatures():
-    """Patch fastcore's docments (which `show_doc` uses): types through `short_type`, and no fastai event hooks.
+    """Patch fastcore's docments (which `show_doc` uses): types through `short_type`, no `NoneType` guessed from a
+    default of None (`device=None`, as the code reads, not `device:NoneType=None`), and no fastai event hooks.
 
     fastai's `Callback` takes every event (`after_create=None, before_fit=None, ...`) as a keyword through fastcore's
     `funcs_kwargs`, so a callback without its own `__init__` would list all 24; only the callback's own arguments stay."""
@@ -152,6 +155,8 @@ def tidy_signatures():
     def _type_str(anno): return short_type(type_str(anno))
     def __init__(self, obj):
         init(self, obj)
+        for v in self.dm.values():
+            if v.get('anno') is type(None) and v.get('default') is None: v['anno'] = inspect.Parameter.empty
         hooks = set(getattr(obj, '_methods', None) or ()) if isinstance(obj, type) else set()
         for k in [k for k, v in self.dm.items() if k in hooks and v.get('default') is None]: del self.dm[k]
     _type_str.ragan_nb = True
